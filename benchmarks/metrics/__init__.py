@@ -1,0 +1,1 @@
+"""glocal benchmarks/metrics."""
