@@ -1,1 +1,6 @@
-"""glocal benchmarks/metrics."""
+"""Quality metrics: top-k accuracy (classification), PSNR and SSIM (restoration)."""
+
+from glocal.benchmarks.metrics.classification import topk_correct
+from glocal.benchmarks.metrics.image_quality import psnr, ssim
+
+__all__ = ["psnr", "ssim", "topk_correct"]

@@ -99,7 +99,16 @@ def _nearby(resolution: int, m: int) -> list[int]:
     return sorted({max(1, k - 1), k, k + 1})
 
 
-Evaluator = Callable[[torch.nn.Module, Any, Any, DatasetSpec, EvalContext], dict[str, Any]]
+@dataclass
+class EvalResult:
+    """What an evaluator returns: metrics for the record, and what was scored (name, path, num_samples,
+    ``builtin`` when generated at run time, anything else that identifies the data)."""
+
+    metrics: dict[str, Any]
+    dataset: dict[str, Any]
+
+
+Evaluator = Callable[[torch.nn.Module, Any, Any, DatasetSpec, EvalContext], EvalResult]
 
 
 @dataclass(frozen=True)
