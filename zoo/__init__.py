@@ -55,3 +55,13 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, quiet: 
     model.glocal_card = card  # type: ignore[attr-defined]
     model.glocal_variant = variant  # type: ignore[attr-defined]
     return model
+
+
+def _register_builtin() -> None:
+    """Import the built-in model files so their timm names exist after ``import glocal.zoo``."""
+    from glocal.zoo.registry import _load_all
+
+    _load_all()
+
+
+_register_builtin()

@@ -80,6 +80,7 @@ class Variant:
     scale: int | None = None  # super-resolution factor
     resolution_multiple: int = 1  # spatial sizes must be multiples of this (classification)
     resolutions: tuple[int, ...] = ()  # resolutions the harness sweeps by default (first = default)
+    build_at_resolution: bool = False  # window sizes baked in: build with ``img_size=resolution``
     notes: str = ""
 
     def build(self, **overrides: Any) -> nn.Module:
