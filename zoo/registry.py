@@ -3,12 +3,14 @@
 A family (``gcvit``) resolves to its documented default variant; a variant (``gcvit_tiny``) to itself.
 Names are matched case- and separator-insensitively (``GC-ViT``, ``gcvit_tiny``, ``GCViT Tiny``).
 Third-party packages register cards through the entry-point group ``glocal.models``: each entry point
-names a callable (or module) that registers its cards when loaded.
+names a callable (or module) that registers its cards when loaded. ``GLOCAL_PLUGINS=mod1,mod2`` imports
+local modules that register cards (handy for experiments, and it reaches the harness's subprocesses).
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -169,6 +171,8 @@ def _load_all() -> None:
         obj = ep.load()
         if callable(obj):
             obj()
+    for name in filter(None, (n.strip() for n in os.environ.get("GLOCAL_PLUGINS", "").split(","))):
+        import_module(name)  # local plugin modules (registering on import), e.g. for experiments
 
 
 def cards() -> list[ModelCard]:
