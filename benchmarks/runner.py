@@ -74,16 +74,14 @@ def check_device(device: str) -> torch.device:
 def check_weights(variant_name: str, weights: str, resolution: int) -> None:
     """Read the checkpoint and compare it with a meta-device model: keys, shapes, known layouts."""
     from glocal import zoo
-    from glocal.zoo.weights import read_checkpoint
+    from glocal.zoo.weights import read_checkpoint, to_native_layout
 
     card, variant = zoo.resolve(variant_name)
     sd = read_checkpoint(weights)
     kwargs = {"img_size": resolution} if variant.build_at_resolution else {}
     with torch.device("meta"):
         model = variant.build(**kwargs)
-    layout = card.detect_layout(sd) if card.detect_layout else None
-    if card.convert_state_dict is not None and layout not in (None, "native", "timm"):
-        sd = card.convert_state_dict(sd, layout)
+    sd, _ = to_native_layout(card, sd, origin=str(weights))
     load_strict_shapes(model, sd, origin=str(weights))
 
 

@@ -208,16 +208,25 @@ def resolve_weights(card: Any, variant: Any, weights: str | os.PathLike | None) 
     return None, RANDOM, f"RANDOM WEIGHTS: no pretrained weights for {variant.name} ({reason}); accuracy will not be computed"
 
 
+def to_native_layout(card: Any, state_dict: dict[str, torch.Tensor], layout: str | None = None,
+                     origin: str = "checkpoint") -> tuple[dict[str, torch.Tensor], str]:
+    """Detect a checkpoint's layout (when the family can) and convert it to the module's own layout."""
+    try:
+        if card.detect_layout is not None and layout in (None, "auto"):
+            layout = card.detect_layout(state_dict)
+        if card.convert_state_dict is not None and layout not in (None, "native", "timm"):
+            state_dict = card.convert_state_dict(state_dict, layout)
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{origin} does not match {card.family}: {e}") from e
+    return state_dict, layout or "native"
+
+
 def apply_weights(card: Any, variant: Any, model: nn.Module, state_dict: Mapping[str, torch.Tensor],
                   info: WeightsInfo) -> WeightsInfo:
     """Convert a checkpoint from its layout to ours (if the family knows how), then load strictly."""
-    layout = info.layout
-    if card.detect_layout is not None and layout in (None, "auto"):
-        layout = card.detect_layout(dict(state_dict))
-    if card.convert_state_dict is not None and layout not in (None, "native", "timm"):
-        state_dict = card.convert_state_dict(dict(state_dict), layout)
+    state_dict, layout = to_native_layout(card, dict(state_dict), info.layout, origin=info.id)
     load_strict(model, state_dict, origin=info.id)
-    return WeightsInfo(info.source, info.id, info.sha256, layout or "native")
+    return WeightsInfo(info.source, info.id, info.sha256, layout)
 
 
 def warn_random(message: str) -> None:

@@ -1,0 +1,56 @@
+"""Registry: name resolution, suggestions, cards, plugins."""
+
+import pytest
+import torch
+
+from glocal import zoo
+from glocal.zoo.registry import ModelCard, UnknownModelError, Variant, normalize
+
+
+@pytest.mark.parametrize("name", ["gcvit", "GC-ViT", "gc_vit", "GCViT"])
+def test_family_resolves_to_default_variant(name):
+    card, variant = zoo.resolve(name)
+    assert card.family == "gcvit" and variant.name == card.default_variant == "gcvit_tiny"
+
+
+@pytest.mark.parametrize("name", ["gcvit_tiny", "GCVIT-Tiny", "gcvit tiny"])
+def test_variant_names_are_case_and_separator_insensitive(name):
+    assert zoo.resolve(name)[1].name == "gcvit_tiny"
+
+
+def test_unknown_name_suggests_closest():
+    with pytest.raises(UnknownModelError) as e:
+        zoo.resolve("gcvit_tinyy")
+    msg = str(e.value)
+    assert "unknown model 'gcvit_tinyy'" in msg and "gcvit_tiny" in msg
+
+
+def test_every_card_is_complete():
+    for card in zoo.cards():
+        d = card.to_dict()
+        for key in ("family", "display_name", "task", "paper_title", "arxiv_id", "official_repo", "license"):
+            assert d[key], (card.family, key)
+        assert card.default_variant in [v.name for v in card.variants]
+        for v in card.variants:
+            for m in v.paper_metrics:
+                assert isinstance(m.value, float | int)
+
+
+def test_gcvit_params_equal_card_and_timm():
+    for name in zoo.list_models(family="gcvit"):
+        _, variant = zoo.resolve(name)
+        with torch.device("meta"):
+            model = variant.build()
+        assert sum(p.numel() for p in model.parameters()) == variant.params
+
+
+def test_duplicate_names_across_families_are_refused():
+    dummy = ModelCard(family="dummyfam", display_name="Dummy", task="classification", paper_title="t",
+                      arxiv_id="0", official_repo="r", license="l",
+                      variants=(Variant(name="gcvit_tiny", builder=torch.nn.Identity),))
+    with pytest.raises(ValueError, match="already registered"):
+        zoo.register(dummy)
+
+
+def test_normalize():
+    assert normalize("GC-ViT_Tiny 2") == "gcvittiny2"
