@@ -54,3 +54,13 @@ def test_duplicate_names_across_families_are_refused():
 
 def test_normalize():
     assert normalize("GC-ViT_Tiny 2") == "gcvittiny2"
+
+
+def test_any_timm_model_resolves_through_timm_prefix():
+    card, variant = zoo.resolve("timm:resnet18")
+    assert card.task == "classification" and variant.preprocessing.crop_pct == 0.95
+    with torch.device("meta"):
+        assert sum(p.numel() for p in variant.build().parameters()) == 11_689_512
+    assert "timm:resnet18" not in zoo.list_models()
+    with pytest.raises(UnknownModelError, match="did you mean timm:resnet18"):
+        zoo.resolve("timm:resnet1888")

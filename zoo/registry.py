@@ -136,6 +136,7 @@ class ModelCard:
 
 _CARDS: dict[str, ModelCard] = {}
 _INDEX: dict[str, tuple[str, str | None]] = {}  # normalized name -> (family, variant or None)
+_DYNAMIC: dict[str, ModelCard] = {}  # timm:NAME cards made on demand, not listed
 _LOADED = False
 
 
@@ -184,9 +185,45 @@ def get_card(family: str) -> ModelCard:
     return resolve(family)[0]
 
 
+def _timm_card(name: str) -> ModelCard:
+    """A card made on the fly for ``timm:NAME`` (any timm classification model, e.g. as a baseline)."""
+    import timm
+
+    arch = name.split(":", 1)[1]
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
+        raise UnknownModelError(f"unknown timm model {arch!r}{hint}")
+    cfg = timm.models.get_pretrained_cfg(arch)
+    pp = Preprocessing()
+    if cfg is not None:
+        pp = Preprocessing(input_size=tuple(cfg.input_size), mean=tuple(cfg.mean), std=tuple(cfg.std),
+                           interpolation=cfg.interpolation or "bicubic", crop_pct=cfg.crop_pct,
+                           crop_mode=cfg.crop_mode or "center")
+    variant = Variant(name=f"timm:{arch}", builder=_timm_builder, kwargs={"arch": arch}, preprocessing=pp,
+                      weights=(WeightSource(description="timm pretrained weights", timm_name=arch, layout="timm"),))
+    return ModelCard(family=f"timm:{arch}", display_name=arch, task="classification", paper_title="(timm model)",
+                     arxiv_id="-", official_repo="https://github.com/huggingface/pytorch-image-models",
+                     license=(cfg.license if cfg is not None and cfg.license else "see timm"), variants=(variant,))
+
+
+def _timm_builder(arch: str, **kwargs: Any) -> nn.Module:
+    import timm
+
+    return timm.create_model(arch, pretrained=False, **kwargs)
+
+
 def resolve(name: str) -> tuple[ModelCard, Variant]:
-    """Resolve a family or variant name to (card, variant); unknown names raise with suggestions."""
+    """Resolve a family or variant name to (card, variant); unknown names raise with suggestions.
+
+    ``timm:NAME`` resolves any timm model through a card made on the fly.
+    """
     _load_all()
+    if name.startswith("timm:"):
+        if name not in _DYNAMIC:
+            _DYNAMIC[name] = _timm_card(name)
+        card = _DYNAMIC[name]
+        return card, card.variants[0]
     key = normalize(name)
     hit = _INDEX.get(key)
     if hit is None:
