@@ -96,3 +96,30 @@ def test_mismatched_checkpoint_is_one_clear_error(tmp_path):
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
     with pytest.raises(CheckpointError, match="does not match the model"):
         zoo.create_model("gcvit_tiny", weights=path)
+
+
+def test_hub_path_uses_timms_cache_offline_and_falls_back_to_random(tmp_path, monkeypatch):
+    """With the file in timm's cache, timm's own pretrained path loads it without any network."""
+    import timm
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    model = zoo.create_model("gcvit_xxtiny", weights=None, quiet=True)
+    assert model.glocal_weights.is_random  # nothing cached, offline: random, no hang
+
+    from glocal.zoo.weights import timm_cached_file
+
+    cached, host = timm_cached_file("gcvit_xxtiny.in1k")
+    assert cached is None and host == "github.com"
+    url = timm.models.get_pretrained_cfg("gcvit_xxtiny.in1k").url
+    target = tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    target.parent.mkdir(parents=True)
+    reference = timm.create_model("gcvit_xxtiny")
+    torch.save(reference.state_dict(), target)
+    loaded = zoo.create_model("gcvit_xxtiny", weights=None)
+    assert loaded.glocal_weights.source == "hub" and loaded.glocal_weights.id == "gcvit_xxtiny.in1k"
+    assert loaded.glocal_weights.sha256 and len(loaded.glocal_weights.sha256) == 64
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), reference.eval()(x))

@@ -48,7 +48,7 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, quiet: 
     state_dict, info, message = resolve_weights(card, variant, weights)
     if state_dict is not None:
         info = apply_weights(card, variant, model, state_dict, info)
-    elif not quiet and weights is None or (not quiet and str(weights) in ("auto", "pretrained")):
+    elif not quiet and (weights is None or str(weights) in ("auto", "pretrained")):
         print(f"WARNING: {message}", file=sys.stderr)
     model.eval()
     model.glocal_weights = info  # type: ignore[attr-defined]

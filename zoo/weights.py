@@ -155,25 +155,47 @@ def _offline() -> bool:
     return any(os.environ.get(k, "") not in ("", "0") for k in ("HF_HUB_OFFLINE", "GLOCAL_OFFLINE"))
 
 
-def _hub_reachable(timeout: float = 1.5) -> bool:
-    """Fail fast offline: one TCP connect to the hub instead of timm's long retry loop."""
+def _reachable(host: str, timeout: float = 1.5) -> bool:
+    """Fail fast offline: one TCP connect instead of a library's long retry loop."""
     if _offline():
         return False
     import socket
 
     try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        socket.create_connection((host, 443), timeout=timeout).close()
         return True
     except OSError:
         return False
 
 
-def _from_timm_hub(timm_name: str) -> dict[str, torch.Tensor]:
-    """Load pretrained weights through timm's real code path (cache or hub)."""
+def timm_cached_file(timm_name: str) -> tuple[Path | None, str]:
+    """Where timm's pretrained path would read ``timm_name`` from: (cached file or None, host to fetch from)."""
+    from urllib.parse import urlparse
+
     import timm
 
-    m = timm.create_model(timm_name, pretrained=True)
-    return m.state_dict()
+    cfg = timm.models.get_pretrained_cfg(timm_name)
+    if cfg is None:
+        return None, "huggingface.co"
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin"):
+            hit = try_to_load_from_cache(cfg.hf_hub_id, filename)
+            if isinstance(hit, str):
+                return Path(hit), "huggingface.co"
+        return None, "huggingface.co"
+    if cfg.url:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name
+        return (cached if cached.is_file() else None), urlparse(cfg.url).hostname or "github.com"
+    return None, "huggingface.co"
+
+
+def _from_timm(timm_name: str) -> dict[str, torch.Tensor]:
+    """Load pretrained weights through timm's real code path (its cache, else a download)."""
+    import timm
+
+    return timm.create_model(timm_name, pretrained=True).state_dict()
 
 
 def resolve_weights(card: Any, variant: Any, weights: str | os.PathLike | None) -> tuple[
@@ -194,18 +216,22 @@ def resolve_weights(card: Any, variant: Any, weights: str | os.PathLike | None) 
             f"weights from installed package ({path})")
     hub = [w for w in variant.weights if w.timm_name]
     if hub:
-        if _hub_reachable():
+        name = hub[0].timm_name
+        cached, host = timm_cached_file(name)
+        if cached is not None or _reachable(host):
             try:
-                sd = _from_timm_hub(hub[0].timm_name)
-                return sd, WeightsInfo("hub", hub[0].hf_hub_id or hub[0].timm_name, None, "timm"), (
-                    f"weights from the hub ({hub[0].timm_name})")
+                sd = _from_timm(name)
+                cached = cached or timm_cached_file(name)[0]
+                sha = sha256_file(cached) if cached is not None else None
+                return sd, WeightsInfo("hub", name, sha, "timm"), f"weights from timm's pretrained path ({name})"
             except Exception as e:  # noqa: BLE001 - any hub failure falls back to random, loudly
-                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         else:
-            reason = "offline (hub not reachable)"
+            reason = f"offline: {host} not reachable and nothing cached"
     else:
         reason = "no installed weights package and no hub source"
-    return None, RANDOM, f"RANDOM WEIGHTS: no pretrained weights for {variant.name} ({reason}); accuracy will not be computed"
+    return None, RANDOM, (f"RANDOM WEIGHTS: no pretrained weights for {variant.name} ({reason}); "
+                          "quality metrics will not be computed")
 
 
 def to_native_layout(card: Any, state_dict: dict[str, torch.Tensor], layout: str | None = None,
