@@ -123,3 +123,27 @@ def test_hub_path_uses_timms_cache_offline_and_falls_back_to_random(tmp_path, mo
     x = torch.randn(1, 3, 224, 224)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x), reference.eval()(x))
+
+
+def test_installed_weights_package_is_found_through_entry_points(tmp_path, monkeypatch):
+    """A pip-installed weights package announces a variant in the `glocal.weights` entry-point group."""
+    import timm
+
+    site = tmp_path / "site"
+    dist = site / "glocal_weights_gcvit_xxtiny-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: glocal-weights-gcvit-xxtiny\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[glocal.weights]\ngcvit_xxtiny = glocal_weights_gcvit_xxtiny:weights\n")
+    ckpt = tmp_path / "gcvit_xxtiny.safetensors"
+    reference = timm.create_model("gcvit_xxtiny").eval()
+    save_file(reference.state_dict(), str(ckpt))
+    (site / "glocal_weights_gcvit_xxtiny.py").write_text(
+        f"def weights():\n    return {{'path': {str(ckpt)!r}, 'name': 'glocal-weights-gcvit-xxtiny==1.0'}}\n")
+    monkeypatch.syspath_prepend(str(site))
+    model = zoo.create_model("gcvit_xxtiny")
+    info = model.glocal_weights
+    assert info.source == "package" and info.id == "glocal-weights-gcvit-xxtiny==1.0"
+    assert info.sha256 == __import__("glocal.zoo.weights", fromlist=["sha256_file"]).sha256_file(ckpt)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), reference(x))
