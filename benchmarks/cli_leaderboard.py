@@ -1,0 +1,148 @@
+"""``bench leaderboard build|serve``: gather records and model cards, build the static site, preview it.
+
+Records come from the published files in ``glocal/leaderboard/results/`` (``*.json`` holding one record or
+a list, ``*.jsonl`` one per line; skipped with ``--no-published``) and from every ``--results PATH``: a JSON
+or JSONL export, a folder of them, or a SQLite result store (read through
+``glocal.benchmarks.results.ResultStore``). Repeated record ids keep the first seen, published first.
+A malformed record stops the build with one line naming its file and field; nothing is written then.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="Build and preview the static leaderboard site.", no_args_is_help=True, add_completion=False
+)
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def published_results_dir() -> Path:
+    """The published records shipped with the package: ``glocal/leaderboard/results/``."""
+    import glocal.leaderboard
+
+    return Path(glocal.leaderboard.__file__).resolve().parent / "results"
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def read_results(path: Path) -> list[dict]:
+    """Records from one ``--results`` path: a SQLite store, a JSON/JSONL file, or a folder of them."""
+    from glocal.leaderboard.data import RecordError, read_record_file, read_results_dir, validate_record
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return read_results_dir(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: no such file or folder")
+    if _is_sqlite(path):
+        try:
+            from glocal.benchmarks.results import ResultStore
+        except ImportError as e:
+            raise RecordError(
+                f"{path}: a SQLite result store, but the store reader cannot be imported ({e})"
+            ) from None
+        return [validate_record(r, f"{path}: record {i}") for i, r in enumerate(ResultStore(path).records())]
+    if path.suffix.lower() not in (".json", ".jsonl"):
+        raise RecordError(
+            f"{path}: expected a .json or .jsonl export, a folder of them, or a SQLite result store"
+        )
+    return read_record_file(path)
+
+
+def gather_records(results: list[Path], *, published: bool = True) -> list[dict]:
+    """Published records first (unless ``published`` is False), then each ``--results`` path in order."""
+    from glocal.leaderboard.data import read_results_dir
+
+    records = read_results_dir(published_results_dir()) if published else []
+    for p in results:
+        records.extend(read_results(p))
+    return records
+
+
+def model_cards() -> list[dict]:
+    """Every registered model card as a JSON-friendly dict."""
+    import glocal.zoo
+
+    return [c.to_dict() for c in glocal.zoo.cards()]
+
+
+@app.command()
+def build(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the site to (replaced atomically)."),
+    results: list[Path] = typer.Option(
+        [],
+        "--results",
+        "-r",
+        help="A result store (SQLite), a JSON/JSONL export, or a folder of them; repeatable.",
+    ),
+    published: bool = typer.Option(
+        True,
+        "--published/--no-published",
+        help="Include the records published in glocal/leaderboard/results/.",
+    ),
+    charts: bool = typer.Option(
+        True, "--charts/--no-charts", help="Draw Vega charts (needs altair, vl-convert)."
+    ),
+    title: str = typer.Option("glocal leaderboard", "--title", help="Site title."),
+) -> None:
+    """Build the static site from result records; it opens from file:// and needs no network."""
+    from glocal.leaderboard.data import RecordError
+    from glocal.leaderboard.site import SiteError, build_site
+
+    try:
+        records = gather_records(list(results), published=published)
+        summary = build_site(records, model_cards(), out, title=title, charts=charts)
+    except (RecordError, SiteError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except ImportError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"built {summary.out}: {summary.pages} pages, {summary.cells} cells from {summary.records} records, "
+        f"{summary.models} models, {summary.charts} charts"
+    )
+    typer.echo(f"open {summary.out / 'index.html'} or run `bench leaderboard serve --dir {out}`")
+
+
+@app.command()
+def serve(
+    dir: Path = typer.Option(
+        Path("site"), "--dir", "-d", help="A folder built by `bench leaderboard build`."
+    ),
+    port: int = typer.Option(8000, "--port", "-p", help="Port on 127.0.0.1 (0 picks a free one)."),
+) -> None:
+    """Preview a built site on http://127.0.0.1:PORT/ (local only; Ctrl-C stops)."""
+    from glocal.leaderboard.site import SiteError, make_server
+
+    try:
+        server = make_server(dir, port)
+    except SiteError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as e:
+        typer.echo(f"error: cannot listen on 127.0.0.1:{port} ({e.strerror or e})", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"serving {Path(dir).resolve()} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    app()
