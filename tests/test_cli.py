@@ -168,3 +168,24 @@ def test_python_dash_m_glocal_lists_models():
                          text=True, check=True).stdout
     families = {c["family"] for c in json.loads(out)}
     assert "gcvit" in families
+
+
+def test_precisions_resolutions_and_layout_expand_into_cells(plugins):
+    res = bench("run", "--model", "testnet_ok", "--precision", "fp32,bf16", "--resolution", "32,64",
+                "--channels-last", *FAST, "--json")
+    assert res.exit_code == 0, res.output
+    recs = json.loads(res.stdout)
+    cells = [(r["settings"]["precision"], r["settings"]["resolution"]) for r in recs]
+    assert cells == [("fp32", 32), ("fp32", 64), ("bf16", 32), ("bf16", 64)]
+    assert len({r["run_id"] for r in recs}) == 1
+    for r in recs:
+        assert r["status"] == "ok" and r["settings"]["channels_last"] is True
+        if r["settings"]["precision"] == "bf16":
+            check = r["precision_check"]
+            assert check["reference"] == "fp32" and 0 < check["rel_error"] < 0.05
+        else:
+            assert r["precision_check"] is None
+    # MACs scale with the pixel count: conv 3->8 (3x3) + linear, at batch 1
+    macs = {r["settings"]["resolution"]: r["compute"]["gmacs"] * 1e9 for r in recs if r["settings"]["precision"] == "fp32"}
+    assert macs[32] == pytest.approx(32 * 32 * 8 * 27 + 80)
+    assert macs[64] == pytest.approx(64 * 64 * 8 * 27 + 80)
