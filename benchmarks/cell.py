@@ -202,7 +202,8 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
                 entry = get_evaluator(ds, card.task)
                 if entry.needs_pretrained and info.is_random:
                     notes.append(f"{ds.name}: not scored, random weights never produce quality metrics")
-                    record["dataset"] = {"name": ds.name, "path": str(ds.path) if ds.path else None, "num_samples": None}
+                    record["dataset"] = {"name": ds.name, "path": str(ds.path) if ds.path else None,
+                                         "num_samples": None}
                     continue
                 stage = f"evaluate {ds.name}"
                 emit("stage", f"evaluate:{ds.name}")

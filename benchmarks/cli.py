@@ -113,7 +113,7 @@ def run(
     weights: Annotated[str | None, typer.Option(help="checkpoint PATH, 'random', or auto (default)")] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="NAME=PATH, repeatable (imagenet=..., dist=...)")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last")] = False,
-    compile: Annotated[str | None, typer.Option(help="torch.compile mode: default, reduce-overhead, max-autotune")] = None,
+    compile: Annotated[str | None, typer.Option(help="torch.compile mode: default, reduce-overhead, ...")] = None,
     tf32: Annotated[bool, typer.Option("--tf32")] = False,
     cudnn_benchmark: Annotated[bool, typer.Option("--cudnn-benchmark")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
@@ -172,9 +172,8 @@ def run(
 
 def _run_cells(cells: list[Any], quiet: bool = False) -> list[dict[str, Any]]:
     """Run cells one by one in subprocesses, with a progress bar over cells and over each cell's work."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from glocal.benchmarks.runner import run_cell_subprocess
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     records: list[dict[str, Any]] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from glocal.benchmarks.cell import PRECISIONS, CellSpec
 
 CPU_RULE = {"warmup_iters": 2, "warmup_s": 0.5, "min_iters": 10, "min_s": 2.0, "max_iters": 10_000, "max_s": 60.0}

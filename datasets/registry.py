@@ -59,7 +59,10 @@ def get_generator(name: str) -> Generator:
     return gens[name]
 
 
-def image_files(folder: Path, exts: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")) -> list[Path]:
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def image_files(folder: Path, exts: tuple[str, ...] = IMAGE_EXTS) -> list[Path]:
     """Sorted image files directly under ``folder`` (raises naming the folder when missing or empty)."""
     folder = Path(folder)
     if not folder.is_dir():

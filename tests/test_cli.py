@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
-from typer.testing import CliRunner
-
 from glocal.benchmarks.cli import app
 from glocal.benchmarks.results import ResultStore, validate_record
+from safetensors.torch import save_file
+from typer.testing import CliRunner
 
 PLUGINS = Path(__file__).parent / "plugins"
 FAST = ["--warmup-iters", "1", "--warmup-time", "0", "--min-iters", "3", "--min-time", "0"]
@@ -186,6 +185,7 @@ def test_precisions_resolutions_and_layout_expand_into_cells(plugins):
         else:
             assert r["precision_check"] is None
     # MACs scale with the pixel count: conv 3->8 (3x3) + linear, at batch 1
-    macs = {r["settings"]["resolution"]: r["compute"]["gmacs"] * 1e9 for r in recs if r["settings"]["precision"] == "fp32"}
+    macs = {r["settings"]["resolution"]: r["compute"]["gmacs"] * 1e9
+            for r in recs if r["settings"]["precision"] == "fp32"}
     assert macs[32] == pytest.approx(32 * 32 * 8 * 27 + 80)
     assert macs[64] == pytest.approx(64 * 64 * 8 * 27 + 80)

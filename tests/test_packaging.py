@@ -1,7 +1,8 @@
 """The four code folders install as glocal.* in normal (non-editable) installs too."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE = ("zoo", "benchmarks", "datasets", "leaderboard")

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from glocal import zoo
 from glocal.zoo.registry import ModelCard, UnknownModelError, Variant, normalize
 

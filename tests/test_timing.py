@@ -4,7 +4,6 @@ import statistics
 
 import numpy as np
 import pytest
-
 from glocal.benchmarks.timing import StopRule, measure, percentile, summarize
 
 

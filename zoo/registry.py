@@ -152,7 +152,7 @@ def register(card: ModelCard) -> ModelCard:
         keys[normalize(alias)] = (card.family, None)
     for v in card.variants:
         keys[normalize(v.name)] = (card.family, v.name)
-    for k, target in keys.items():
+    for k in keys:
         prev = _INDEX.get(k)
         if prev is not None and prev[0] != card.family:
             raise ValueError(f"name {k!r} of {card.family!r} is already registered by {prev[0]!r}")

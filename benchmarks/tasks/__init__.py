@@ -132,7 +132,8 @@ def register_task(task: Task) -> Task:
 
 def register_evaluator(name: str, tasks: tuple[str, ...], *, needs_pretrained: bool = True,
                        description: str = "") -> Callable[[Evaluator], Evaluator]:
-    """Decorator: ``@register_evaluator("imagenet", ("classification",))`` on ``fn(model, card, variant, spec, ctx)``."""
+    """Decorator: ``@register_evaluator("imagenet", ("classification",))`` on ``fn(model, card, variant, spec, ctx)``
+    returning an :class:`EvalResult`."""
 
     def deco(fn: Evaluator) -> Evaluator:
         _EVALUATORS[name] = EvaluatorEntry(name, tasks, fn, needs_pretrained, description or (fn.__doc__ or "").strip())

@@ -5,7 +5,6 @@ import os
 
 import torch
 import torch.nn as nn
-
 from glocal.zoo.registry import ModelCard, Variant, register
 
 

@@ -13,9 +13,7 @@ import re
 import timm
 import torch
 import torch.nn as nn
-
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
-
 
 
 def _build(arch: str, img_size: int = 224, **kwargs) -> nn.Module:
