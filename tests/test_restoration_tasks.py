@@ -95,8 +95,9 @@ def test_resolution_errors():
     sr.check_resolution(None, _variant(3), 255)
     with pytest.raises(TaskError, match=r"toy_x3 \(x3\) cannot run at 256: .*of 3 \(e.g. 255, 258\)"):
         sr.check_resolution(None, _variant(3), 256)
-    with pytest.raises(TaskError, match=r"multiple of 8 \(e.g. 96, 104\)"):
-        sr.check_resolution(None, _variant(2, multiple=4), 100)
+    sr.check_resolution(None, _variant(3, multiple=3), 240)  # the multiple refers to the output side too
+    with pytest.raises(TaskError, match=r"multiple of 12 \(e.g. 96, 108\)"):
+        sr.check_resolution(None, _variant(3, multiple=4), 100)
     with pytest.raises(TaskError, match="without a scale"):
         sr.input_shape(None, _variant(), 64)
     with pytest.raises(TaskError, match="multiples of 256"):

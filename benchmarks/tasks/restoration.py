@@ -1,7 +1,8 @@
 """Dehazing and super-resolution: task adapters and dataset evaluators with PSNR/SSIM and a baseline.
 
 ``resolution`` is the *output* side R: a dehazing model takes (3, R, R); an xs SR model takes
-(3, R/s, R/s). Latency and memory are reported per output megapixel (``output_pixels`` = R^2).
+(3, R/s, R/s), so R must be a multiple of s (and of the variant's ``resolution_multiple``, which also refers
+to the output side). Latency and memory are reported per output megapixel (``output_pixels`` = R^2).
 
 Protocols (each evaluator records its own in ``metrics["protocol"]``):
 
@@ -19,6 +20,7 @@ option ``tile=N`` (model-input pixels; ``overlap=M``, default max(8, N/8)) runs 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,8 +86,9 @@ class SuperResolutionTask(Task):
         return (3, resolution // s, resolution // s)
 
     def check_resolution(self, card: Any, variant: Any, resolution: int) -> None:
+        """The output side must be a multiple of the scale and of the variant's ``resolution_multiple``."""
         s = _scale(variant)
-        k = s * variant.resolution_multiple
+        k = math.lcm(s, variant.resolution_multiple)
         if resolution <= 0 or resolution % k:
             lo = max(k, resolution // k * k)
             raise TaskError(f"{variant.name} (x{s}) cannot run at {resolution}: the output side must be a "
@@ -94,7 +97,7 @@ class SuperResolutionTask(Task):
     def default_resolution(self, card: Any, variant: Any) -> int:
         if variant.resolutions:
             return variant.resolutions[0]
-        return _nearest_multiple(DEFAULT_RESOLUTION, _scale(variant) * variant.resolution_multiple)
+        return _nearest_multiple(DEFAULT_RESOLUTION, math.lcm(_scale(variant), variant.resolution_multiple))
 
     def output_pixels(self, card: Any, variant: Any, resolution: int) -> int:
         return resolution * resolution
