@@ -1,0 +1,489 @@
+"""SViT (Vision Transformer with Super Token Sampling, CVPR 2023), a reimplementation of the official STViT.
+
+Super token attention (STA) gives early, high-resolution stages global context at low cost: pixels are
+softly associated with the 3x3 neighbourhood of a coarse super-token grid (sparse association), super
+tokens are re-estimated as affinity-weighted pixel means, multi-head self-attention mixes all super
+tokens, and the affinities map the result back to the pixels. Stages 3-4 use super-token size 1, i.e.
+plain global attention. Module and parameter names follow hhb072/STViT (``models/stvit.py`` at
+c9ed9a4), so the official ``model`` state dicts load strictly, including the frozen identity kernels
+``attn.unfold.weights`` / ``attn.fold.weights`` that the official files carry.
+
+Input sizes: the official code zero-pads stage maps up to whole super tokens, which makes results
+depend on the padding. By default the model accepts only sizes that need no padding (multiples of 32
+for the released configs) and says so; ``allow_padding=True`` enables the official padding path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, to_2tuple, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
+
+__all__ = ["SViT", "SuperTokenAttention", "SViTBlock", "CONFIGS"]
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of a (B, C, H, W) map; the wrapped ``norm`` matches the official keys."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+
+
+class ResDWConv(nn.Module):
+    """x + depthwise 3x3 conv(x): the conditional position encoding and the FFN's local mixing."""
+
+    def __init__(self, dim: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel_size, 1, kernel_size // 2, groups=dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+class ConvFFN(nn.Module):
+    """1x1 conv -> GELU -> residual depthwise 3x3 -> 1x1 conv (channels first)."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.act1 = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.drop = nn.Dropout(drop)
+        self.conv = ResDWConv(hidden, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.act1(self.fc1(x)))
+        return self.drop(self.fc2(self.conv(x)))
+
+
+class ConvAttention(nn.Module):
+    """Global multi-head self-attention over a (B, C, H, W) map with 1x1-conv q/k/v and projection.
+
+    The qkv channels are head-major (``[heads, 3 * head_dim]``, split into q, k, v inside each head),
+    as in the official code.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, qk_scale: float | None = None,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Conv2d(dim, dim, 1)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        qkv = self.qkv(x).reshape(B, self.num_heads, 3 * C // self.num_heads, H * W).transpose(-1, -2)
+        q, k, v = qkv.chunk(3, dim=-1)  # (B, heads, N, head_dim) each
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
+                                           scale=self.scale)
+        x = x.transpose(-1, -2).reshape(B, C, H, W)
+        return self.proj_drop(self.proj(x))
+
+
+def _identity_kernels(kernel_size: int = 3) -> nn.Parameter:
+    """The official frozen one-hot kernels: output channel j picks position j of the k x k window."""
+    k2 = kernel_size * kernel_size
+    return nn.Parameter(torch.eye(k2).reshape(k2, 1, kernel_size, kernel_size), requires_grad=False)
+
+
+class NeighbourUnfold(nn.Module):
+    """(B, C, h, w) -> (B, C*9, h*w): each cell's 3x3 neighbours (zeros outside), via the stored kernels."""
+
+    def __init__(self, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.weights = _identity_kernels(kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        x = F.conv2d(x.reshape(b * c, 1, h, w), self.weights, padding=self.kernel_size // 2)
+        return x.reshape(b, c * self.kernel_size**2, h * w)
+
+
+class NeighbourFold(nn.Module):
+    """(N, 9, h, w) -> (N, 1, h, w): scatter-add each cell's 9 neighbour slots back onto the grid."""
+
+    def __init__(self, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.weights = _identity_kernels(kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(x, self.weights, padding=self.kernel_size // 2)
+
+
+class SuperTokenAttention(nn.Module):
+    """STA: sparse pixel/super-token association, attention among super tokens, upsampling to pixels.
+
+    With super-token size 1 it is plain global attention over all tokens (the official "direct" path).
+    """
+
+    def __init__(self, dim: int, stoken_size: int | tuple[int, int], n_iter: int = 1, num_heads: int = 8,
+                 qkv_bias: bool = False, qk_scale: float | None = None, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if n_iter < 1:
+            raise ValueError(f"n_iter must be at least 1, got {n_iter}")
+        self.n_iter = n_iter
+        self.stoken_size = to_2tuple(stoken_size)
+        self.scale = dim**-0.5  # the affinity uses all channels, not the head dim
+        self.unfold = NeighbourUnfold(3)
+        self.fold = NeighbourFold(3)
+        self.stoken_refine = ConvAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                           attn_drop=attn_drop, proj_drop=proj_drop)
+
+    @property
+    def uses_super_tokens(self) -> bool:
+        return self.stoken_size[0] > 1 or self.stoken_size[1] > 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uses_super_tokens:
+            return self._stoken_forward(x)
+        return self.stoken_refine(x)
+
+    def _candidates(self, stokens: torch.Tensor) -> torch.Tensor:
+        """(B, C, hh, ww) super tokens -> (B, hh*ww, C, 9): the 3x3 neighbourhood of every cell."""
+        B, C, hh, ww = stokens.shape
+        return self.unfold(stokens).transpose(1, 2).reshape(B, hh * ww, C, 9)
+
+    def _aggregate(self, pixels: torch.Tensor, affinity: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Affinity-weighted pixel sums per super token, (B, M, P, C) x (B, M, P, 9) -> (B, C, hh, ww)."""
+        B, _, _, C = pixels.shape
+        sums = pixels.transpose(-1, -2) @ affinity  # (B, hh*ww, C, 9)
+        sums = sums.permute(0, 2, 3, 1).reshape(B * C, 9, *grid)
+        return self.fold(sums).reshape(B, C, *grid)
+
+    def _stoken_forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H0, W0 = x.shape
+        h, w = self.stoken_size
+        pad_b, pad_r = (-H0) % h, (-W0) % w
+        if pad_b or pad_r:
+            x = F.pad(x, (0, pad_r, 0, pad_b))
+        H, W = x.shape[-2:]
+        hh, ww = H // h, W // w
+
+        stokens = F.adaptive_avg_pool2d(x, (hh, ww))  # initial super tokens: cell means
+        pixels = x.reshape(B, C, hh, h, ww, w).permute(0, 2, 4, 3, 5, 1).reshape(B, hh * ww, h * w, C)
+
+        with torch.no_grad():  # the association is not differentiated (official)
+            for idx in range(self.n_iter):
+                affinity = (pixels @ self._candidates(stokens) * self.scale).softmax(-1)  # (B, hh*ww, h*w, 9)
+                affinity_sum = self.fold(affinity.sum(2).transpose(1, 2).reshape(B, 9, hh, ww))
+                if idx < self.n_iter - 1:
+                    stokens = self._aggregate(pixels, affinity, (hh, ww)) / (affinity_sum + 1e-12)
+
+        stokens = self._aggregate(pixels, affinity, (hh, ww)) / (affinity_sum + 1e-12)
+        stokens = self.stoken_refine(stokens)
+
+        out = self._candidates(stokens) @ affinity.transpose(-1, -2)  # (B, hh*ww, C, h*w)
+        out = out.reshape(B, hh, ww, C, h, w).permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
+        if pad_b or pad_r:
+            out = out[:, :, :H0, :W0]
+        return out
+
+
+class SViTBlock(nn.Module):
+    """Conv position encoding, then pre-norm STA (LayerNorm) and ConvFFN (BatchNorm), optional layer scale."""
+
+    def __init__(self, dim: int, stoken_size: int | tuple[int, int], n_iter: int = 1, num_heads: int = 1,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = False, qk_scale: float | None = None,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, layerscale: bool = False,
+                 init_values: float = 1e-5) -> None:
+        super().__init__()
+        self.layerscale = layerscale
+        self.pos_embed = ResDWConv(dim, 3)
+        self.norm1 = ChannelLayerNorm(dim)
+        self.attn = SuperTokenAttention(dim, stoken_size=stoken_size, n_iter=n_iter, num_heads=num_heads,
+                                        qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop,
+                                        proj_drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp2 = ConvFFN(dim, int(dim * mlp_ratio), drop=drop)
+        if layerscale:
+            self.gamma_1 = nn.Parameter(init_values * torch.ones(1, dim, 1, 1))
+            self.gamma_2 = nn.Parameter(init_values * torch.ones(1, dim, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pos_embed(x)
+        if self.layerscale:
+            x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
+            return x + self.drop_path(self.gamma_2 * self.mlp2(self.norm2(x)))
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp2(self.norm2(x)))
+
+
+class ConvDownsample(nn.Module):
+    """3x3 stride-2 conv + BatchNorm between stages."""
+
+    def __init__(self, in_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.Conv2d(in_chs, out_chs, 3, 2, 1), nn.BatchNorm2d(out_chs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class ConvStem(nn.Module):
+    """Stride-4 stem: four 3x3 convs, each followed by GELU then BatchNorm (official order)."""
+
+    def __init__(self, in_chans: int, dim: int) -> None:
+        super().__init__()
+        half = dim // 2
+        layers: list[nn.Module] = []
+        for cin, cout, stride in ((in_chans, half, 2), (half, half, 1), (half, dim, 2), (dim, dim, 1)):
+            layers += [nn.Conv2d(cin, cout, 3, stride, 1), nn.GELU(), nn.BatchNorm2d(cout)]
+        self.proj = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class SViTStage(nn.Module):
+    """Blocks at one resolution, then (except in the last stage) the downsample to the next one."""
+
+    def __init__(self, dim: int, out_dim: int | None, drop_path: list[float], **block_kwargs: Any) -> None:
+        super().__init__()
+        self.grad_checkpointing = False  # one block per drop-path rate
+        self.blocks = nn.ModuleList([SViTBlock(dim, drop_path=dp, **block_kwargs) for dp in drop_path])
+        self.downsample = ConvDownsample(dim, out_dim) if out_dim is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+                x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return x
+
+
+class SViT(nn.Module):
+    """The hierarchical super-token vision transformer with the 1x1-conv/BN/Swish head (official STViT)."""
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 1000,
+                 embed_dim: tuple[int, ...] = (64, 128, 320, 512), depths: tuple[int, ...] = (3, 5, 9, 3),
+                 num_heads: tuple[int, ...] = (1, 2, 5, 8), n_iter: tuple[int, ...] = (1, 1, 1, 1),
+                 stoken_size: tuple[int, ...] = (8, 4, 1, 1), projection: int = 1024, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, qk_scale: float | None = None, drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 layerscale: tuple[bool, ...] = (False, False, False, False), init_values: float = 1e-6,
+                 allow_padding: bool = False) -> None:
+        super().__init__()
+        n = len(depths)
+        if any(len(v) != n for v in (embed_dim, num_heads, n_iter, stoken_size, layerscale)):
+            raise ValueError("embed_dim, depths, num_heads, n_iter, stoken_size and layerscale need one "
+                             "entry per stage")
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.embed_dim = tuple(embed_dim)
+        self.num_features = self.head_hidden_size = projection
+        self.allow_padding = allow_padding
+        self.size_multiple = _size_multiple(stoken_size)
+
+        self.patch_embed = ConvStem(in_chans, embed_dim[0])
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # stochastic depth decay
+        self.layers = nn.ModuleList()
+        for i in range(n):
+            self.layers.append(SViTStage(
+                embed_dim[i], embed_dim[i + 1] if i < n - 1 else None,
+                drop_path=dpr[sum(depths[:i]):sum(depths[:i + 1])], stoken_size=stoken_size[i],
+                n_iter=n_iter[i], num_heads=num_heads[i], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate, layerscale=layerscale[i],
+                init_values=init_values))
+        self.proj = nn.Conv2d(embed_dim[-1], projection, 1)
+        self.norm = nn.BatchNorm2d(projection)
+        self.swish = nn.SiLU()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(projection, num_classes) if num_classes > 0 else nn.Identity()
+        # Stage features: the last block of each stage (each ``layers.i`` ends with the downsample).
+        self.feature_info = [
+            dict(num_chs=embed_dim[i], reduction=4 * 2**i, module=f"layers.{i}.blocks.{depths[i] - 1}")
+            for i in range(n)]
+        self.apply(_init_weights)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.layers:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New linear classifier on the 1024-d pooled features (``global_pool`` must be avg if given)."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"SViT pools by averaging only, got global_pool={global_pool!r}")
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ValueError for inputs this model cannot take (rank, channels, or sizes needing padding)."""
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f"SViT expects (B, {self.in_chans}, H, W) images, got shape {tuple(x.shape)}")
+        H, W = x.shape[-2:]
+        m = self.size_multiple
+        if not self.allow_padding and (H % m or W % m):
+            raise ValueError(f"SViT takes input sizes that are multiples of {m} (e.g. {m * 7}, {m * 8}, "
+                             f"{m * 12}) so every stage map splits into whole super tokens; got {H}x{W} "
+                             f"(allow_padding=True runs the official zero-padding path)")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem, stages and the 1x1 projection + BN + Swish: a (B, 1024, H/32, W/32) map."""
+        self.check_input(x)
+        x = self.pos_drop(self.patch_embed(x))
+        for layer in self.layers:
+            x = layer(x)
+        return self.swish(self.norm(self.proj(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.avgpool(x).flatten(1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _size_multiple(stoken_size: tuple[int, ...]) -> int:
+    """Smallest input multiple for which every stage map (stride 4 * 2^i) splits into whole super tokens."""
+    m = 4 * 2 ** (len(stoken_size) - 1)
+    for i, s in enumerate(stoken_size):
+        for side in to_2tuple(s):
+            m = math.lcm(m, 4 * 2**i * side)
+    return m
+
+
+def _init_weights(m: nn.Module) -> None:
+    """Official init: truncated-normal Linear layers, unit LayerNorms; convs keep PyTorch's default."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+# Official factories (models/stvit.py): stoken sizes [8, 4, 1, 1], one association iteration, 1024-d
+# projection, qkv bias; layer scale (init 1e-6) in stages 3-4 of B and L. drop_path_rate is the README's
+# training value (it has no effect in eval mode).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "svit_small": dict(embed_dim=(64, 128, 320, 512), depths=(3, 5, 9, 3), num_heads=(1, 2, 5, 8),
+                       layerscale=(False, False, False, False), init_values=1e-5, drop_path_rate=0.1),
+    "svit_base": dict(embed_dim=(96, 192, 384, 512), depths=(4, 6, 14, 6), num_heads=(2, 3, 6, 8),
+                      layerscale=(False, False, True, True), init_values=1e-6, drop_path_rate=0.4),
+    "svit_large": dict(embed_dim=(96, 192, 448, 640), depths=(4, 7, 19, 8), num_heads=(2, 3, 7, 10),
+                       layerscale=(False, False, True, True), init_values=1e-6, drop_path_rate=0.6),
+}
+for _cfg in CONFIGS.values():
+    _cfg.update(n_iter=(1, 1, 1, 1), stoken_size=(8, 4, 1, 1), projection=1024, mlp_ratio=4.0, qkv_bias=True)
+
+
+def _timm_cfg() -> dict[str, Any]:
+    """timm pretrained_cfg: DeiT-style eval transform at 224 (resize 256, centre crop, bicubic)."""
+    return dict(url="", num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+                interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                first_conv="patch_embed.proj.0", classifier="head", license="mit",
+                paper_ids="arXiv:2211.11167", origin_url="https://github.com/hhb072/STViT")
+
+
+default_cfgs = generate_default_cfgs({name: _timm_cfg() for name in CONFIGS})
+
+
+def _create_timm(name: str, pretrained: bool = False, **kwargs: Any) -> SViT:
+    """timm entry point: the official config, overridable by keyword; no hub weights exist."""
+    if pretrained:
+        raise ValueError(f"{name} has no timm/hub weights; download the official file (Google Drive) and "
+                         f"load it with glocal.zoo.create_model({name!r}, weights=PATH)")
+    return build_model_with_cfg(SViT, name, pretrained=False, **{**CONFIGS[name], **kwargs})
+
+
+@register_model
+def svit_small(pretrained: bool = False, **kwargs: Any) -> SViT:
+    """SViT-S: 25M params, 4.4 GMACs, 83.6% top-1 (official README)."""
+    return _create_timm("svit_small", pretrained, **kwargs)
+
+
+@register_model
+def svit_base(pretrained: bool = False, **kwargs: Any) -> SViT:
+    """SViT-B: 52M params, 9.9 GMACs, 84.8% top-1 (official README)."""
+    return _create_timm("svit_base", pretrained, **kwargs)
+
+
+@register_model
+def svit_large(pretrained: bool = False, **kwargs: Any) -> SViT:
+    """SViT-L: 95M params, 15.6 GMACs, 85.3% top-1 (official README)."""
+    return _create_timm("svit_large", pretrained, **kwargs)
+
+
+_DRIVE = "https://drive.google.com/drive/folders/1uaT5OarQd9iPrnFufHocHpM3zhyTcetB"
+
+
+def _variant(name: str, size: str, params: int, top1: float, gmacs: float, top1_384: float,
+             gmacs_384: float) -> Variant:
+    """A registry variant; the numbers are the official README's Results table (same as the paper's)."""
+    return Variant(
+        name=name,
+        builder=SViT,
+        kwargs=dict(CONFIGS[name]),
+        preprocessing=Preprocessing(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic"),
+        weights=(
+            WeightSource(description="official ImageNet-1K checkpoint, 224 (DeiT training dict; Google Drive "
+                                     "folder, file named in the README)", url=_DRIVE,
+                         filename=f"stvit-{size}-224.pth", layout="official"),
+            WeightSource(description="official ImageNet-1K checkpoint fine-tuned at 384 (evaluate at 384, "
+                                     "crop_pct 1.0)", url=_DRIVE, filename=f"stvit-{size}-384.pth",
+                         layout="official"),
+        ),
+        paper_metrics=(
+            PaperMetric("ImageNet-1K", "top1", top1, "224x224, official README Results table"),
+            PaperMetric("ImageNet-1K", "gmacs", gmacs, "224x224, README 'FLOPs' (multiply-adds)"),
+            PaperMetric("ImageNet-1K", "top1", top1_384, "384x384, fine-tuned stvit-*-384.pth checkpoint"),
+            PaperMetric("ImageNet-1K", "gmacs", gmacs_384, "384x384, README 'FLOPs' (multiply-adds)"),
+        ),
+        params=params,  # all nn.Parameters incl. the frozen fold/unfold kernels (not in the authors' count)
+        resolution_multiple=32,
+        resolutions=(224, 384),
+        notes="Official eval transform: resize 256 + centre crop 224 (crop_pct 0.875); at 384 resize 384 + "
+              "crop 384 (crop_pct 1.0). Sizes that are not multiples of 32 need allow_padding=True.",
+    )
+
+
+CARD = register(ModelCard(
+    family="svit",
+    display_name="SViT",
+    task="classification",
+    paper_title="Vision Transformer with Super Token Sampling",
+    arxiv_id="2211.11167",
+    official_repo="https://github.com/hhb072/STViT",
+    license="MIT",  # per the header of models/stvit.py; the repository has no LICENSE file
+    default_variant="svit_small",
+    aliases=("stvit", "super_token_vit", "super_token_vision_transformer"),
+    description="Super token attention: pixels are softly assigned to a coarse grid of super tokens, which "
+                "attend to each other globally and are mapped back, giving early stages global context.",
+    variants=(
+        _variant("svit_small", "small", 25_498_864, 83.6, 4.4, 85.0, 14.1),
+        _variant("svit_base", "base", 51_696_148, 84.8, 9.9, 86.0, 32.5),
+        _variant("svit_large", "large", 94_977_252, 85.3, 15.6, 86.4, 49.7),
+    ),
+))
