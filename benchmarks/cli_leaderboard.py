@@ -13,9 +13,7 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(
-    help="Build and preview the static leaderboard site.", no_args_is_help=True, add_completion=False
-)
+app = typer.Typer(help="Build and preview the static leaderboard site.", no_args_is_help=True, add_completion=False)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -48,14 +46,10 @@ def read_results(path: Path) -> list[dict]:
         try:
             from glocal.benchmarks.results import ResultStore
         except ImportError as e:
-            raise RecordError(
-                f"{path}: a SQLite result store, but the store reader cannot be imported ({e})"
-            ) from None
+            raise RecordError(f"{path}: a SQLite result store, but the store reader cannot be imported ({e})") from None
         return [validate_record(r, f"{path}: record {i}") for i, r in enumerate(ResultStore(path).records())]
     if path.suffix.lower() not in (".json", ".jsonl"):
-        raise RecordError(
-            f"{path}: expected a .json or .jsonl export, a folder of them, or a SQLite result store"
-        )
+        raise RecordError(f"{path}: expected a .json or .jsonl export, a folder of them, or a SQLite result store")
     return read_record_file(path)
 
 
@@ -90,9 +84,7 @@ def build(
         "--published/--no-published",
         help="Include the records published in glocal/leaderboard/results/.",
     ),
-    charts: bool = typer.Option(
-        True, "--charts/--no-charts", help="Draw Vega charts (needs altair, vl-convert)."
-    ),
+    charts: bool = typer.Option(True, "--charts/--no-charts", help="Draw Vega charts (needs altair, vl-convert)."),
     title: str = typer.Option("glocal leaderboard", "--title", help="Site title."),
 ) -> None:
     """Build the static site from result records; it opens from file:// and needs no network."""
@@ -105,8 +97,8 @@ def build(
     except (RecordError, SiteError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
-    except ImportError as e:
-        typer.echo(f"error: {e}", err=True)
+    except OSError as e:
+        typer.echo(f"error: cannot write the site to {out} ({e.strerror or e})", err=True)
         raise typer.Exit(1) from None
     typer.echo(
         f"built {summary.out}: {summary.pages} pages, {summary.cells} cells from {summary.records} records, "
@@ -117,9 +109,7 @@ def build(
 
 @app.command()
 def serve(
-    dir: Path = typer.Option(
-        Path("site"), "--dir", "-d", help="A folder built by `bench leaderboard build`."
-    ),
+    dir: Path = typer.Option(Path("site"), "--dir", "-d", help="A folder built by `bench leaderboard build`."),
     port: int = typer.Option(8000, "--port", "-p", help="Port on 127.0.0.1 (0 picks a free one)."),
 ) -> None:
     """Preview a built site on http://127.0.0.1:PORT/ (local only; Ctrl-C stops)."""
@@ -133,9 +123,7 @@ def serve(
     except OSError as e:
         typer.echo(f"error: cannot listen on 127.0.0.1:{port} ({e.strerror or e})", err=True)
         raise typer.Exit(1) from None
-    typer.echo(
-        f"serving {Path(dir).resolve()} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)"
-    )
+    typer.echo(f"serving {Path(dir).resolve()} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -28,9 +28,7 @@ def pareto_front(xs: Sequence[float | None], ys: Sequence[float | None]) -> list
     """
     if len(xs) != len(ys):
         raise ValueError(f"pareto_front needs as many x as y values ({len(xs)} != {len(ys)})")
-    valid = [
-        i for i, (x, y) in enumerate(zip(xs, ys, strict=False)) if num(x) is not None and num(y) is not None
-    ]
+    valid = [i for i, (x, y) in enumerate(zip(xs, ys, strict=False)) if num(x) is not None and num(y) is not None]
     order = sorted(valid, key=lambda i: (xs[i], -ys[i]))
     out = [False] * len(xs)
     best = -math.inf  # best quality among strictly cheaper points
@@ -180,9 +178,7 @@ def scaling_groups(
             "cpu_peak_rss": "CPU peak RSS (MiB, log scale)",
         }[which]
         title = _group_title(device, precision, batch)
-        out.append(
-            ChartGroup(kind, title, device, precision, f"{resolution_label}, log scale", y_title, points)
-        )
+        out.append(ChartGroup(kind, title, device, precision, f"{resolution_label}, log scale", y_title, points))
     return out
 
 
@@ -261,11 +257,7 @@ def scaling_spec(group: ChartGroup, *, validate: bool = False) -> dict:
 
 
 def spec_for(group: ChartGroup, *, validate: bool = False) -> dict:
-    return (
-        quality_spec(group, validate=validate)
-        if group.kind == "quality"
-        else scaling_spec(group, validate=validate)
-    )
+    return quality_spec(group, validate=validate) if group.kind == "quality" else scaling_spec(group, validate=validate)
 
 
 def _vega_lite_version() -> str | None:
@@ -285,6 +277,6 @@ def vega_bundle() -> str:
 
     js = vlc.javascript_bundle(vl_version=_vega_lite_version())
     return (
-        "/* Vega, Vega-Lite and vega-embed (BSD-3-Clause), bundled by vl-convert-python. */\n"
+        "/* Vega, Vega-Lite, vega-embed (BSD-3-Clause) and dependencies, bundled by vl-convert-python. */\n"
         "(function () {\n" + js + "\n})();\n"
     )

@@ -132,9 +132,7 @@ def validate_record(record: Any, where: str = "record") -> dict:
     if version is _MISSING:
         raise RecordError(f"{where}: missing field 'schema_version'")
     if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise RecordError(
-            f"{where}: unsupported schema_version {version!r} (this site reads {SCHEMA_VERSION})"
-        )
+        raise RecordError(f"{where}: unsupported schema_version {version!r} (this site reads {SCHEMA_VERSION})")
     for path, types, required in _FIELDS:
         value = _lookup(record, path)
         if value is _MISSING:

@@ -88,11 +88,7 @@ def script_json(obj: Any) -> str:
 
 def safe_url(url: Any) -> str | None:
     """An http(s) URL for an ``href``, or None (no ``javascript:`` or other schemes from data)."""
-    if (
-        isinstance(url, str)
-        and url.lower().startswith(("https://", "http://"))
-        and not any(c.isspace() for c in url)
-    ):
+    if isinstance(url, str) and url.lower().startswith(("https://", "http://")) and not any(c.isspace() for c in url):
         return url
     return None
 
@@ -356,9 +352,7 @@ def _variant_rows(entry: ModelEntry) -> list[dict]:
         ok = [
             r
             for r in entry.records
-            if r["model"]["variant"] == v.get("name")
-            and is_ok(r)
-            and num(get(r, "compute.gmacs")) is not None
+            if r["model"]["variant"] == v.get("name") and is_ok(r) and num(get(r, "compute.gmacs")) is not None
         ]
         at_res = [r for r in ok if r["settings"]["resolution"] == res] or ok
         gmacs = None
@@ -381,9 +375,7 @@ def _variant_rows(entry: ModelEntry) -> list[dict]:
                 "gmacs": gmacs or "—",
                 "input": "×".join(str(s) for s in size) if size else "—",
                 "interpolation": str(pre.get("interpolation") or "—"),
-                "crop": f"{pre['crop_pct']:g} {pre.get('crop_mode', '')}".strip()
-                if num(pre.get("crop_pct"))
-                else "—",
+                "crop": f"{pre['crop_pct']:g} {pre.get('crop_mode', '')}".strip() if num(pre.get("crop_pct")) else "—",
                 "scale": f"×{v['scale']}" if v.get("scale") else "—",
                 "resolutions": ", ".join(str(x) for x in v.get("resolutions") or []) or "—",
                 "weights": weights,
@@ -548,12 +540,8 @@ def render_site(
     env = _environment()
     index = SiteIndex(index_models(records, cards), record_anchors(records))
     tabs = tab_data(records, index)
-    nav = [
-        {"title": t.tab.title, "href": t.tab.page, "slug": t.tab.slug, "cells": len(t.records)} for t in tabs
-    ]
-    updated = max(
-        (r["timestamp"] for r in records), key=lambda t: timestamp_key({"timestamp": t}), default=""
-    )
+    nav = [{"title": t.tab.title, "href": t.tab.page, "slug": t.tab.slug, "cells": len(t.records)} for t in tabs]
+    updated = max((r["timestamp"] for r in records), key=lambda t: timestamp_key({"timestamp": t}), default="")
     common = {"site_title": title, "nav": nav, "updated": updated}
     n_charts = 0
     pages = 0
@@ -662,9 +650,7 @@ def render_site(
         _write(assets / "vega.js", charts_mod.vega_bundle())
     _write(out / "data" / "records.json", json.dumps(list(records), indent=1, sort_keys=True, default=str))
     _write(out / "data" / "cards.json", json.dumps(list(cards), indent=1, sort_keys=True, default=str))
-    return BuildSummary(
-        out, len(records), len(latest), len(index.models), [t.tab.slug for t in tabs], n_charts, pages
-    )
+    return BuildSummary(out, len(records), len(latest), len(index.models), [t.tab.slug for t in tabs], n_charts, pages)
 
 
 def _check_out(out: Path) -> None:
@@ -672,8 +658,7 @@ def _check_out(out: Path) -> None:
         raise SiteError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise SiteError(
-            f"refusing to replace {out}: it is not empty and holds no {MARKER} marker "
-            "(not a site this tool built)"
+            f"refusing to replace {out}: it is not empty and holds no {MARKER} marker (not a site this tool built)"
         )
 
 
@@ -745,9 +730,7 @@ def make_server(
     ``serve_forever()`` on it (in a thread for tests) and ``shutdown()`` to stop."""
     directory = Path(directory)
     if not (directory / "index.html").is_file():
-        raise SiteError(
-            f"no site in {directory} (no index.html): run `bench leaderboard build --out {directory}`"
-        )
+        raise SiteError(f"no site in {directory} (no index.html): run `bench leaderboard build --out {directory}`")
     handler = _QuietHandler if quiet else http.server.SimpleHTTPRequestHandler
     return http.server.ThreadingHTTPServer((host, port), functools.partial(handler, directory=str(directory)))
 

@@ -190,9 +190,7 @@ def _status_cell(record: dict) -> Cell | None:
     status = record["status"]
     if status == "ok":
         return None
-    return Cell(
-        STATUS_LABELS[status], None, cls=f"st st-{status}", title=(record.get("error") or status)[:300]
-    )
+    return Cell(STATUS_LABELS[status], None, cls=f"st st-{status}", title=(record.get("error") or status)[:300])
 
 
 _MISSING = Cell("—", None, cls="missing", title="not measured")
@@ -252,9 +250,7 @@ def _model(record: dict, ctx: RowContext) -> Cell:
 def _weights(record: dict, ctx: RowContext) -> Cell:
     w = record["weights"]
     if w["source"] == "random":
-        return Cell(
-            "random weights", "random", cls="badge random", title="random weights: no quality metrics"
-        )
+        return Cell("random weights", "random", cls="badge random", title="random weights: no quality metrics")
     return Cell(w["id"], w["id"].lower(), title=f"{w['source']}; sha256 {w.get('sha256') or 'unknown'}")
 
 
@@ -286,9 +282,7 @@ def _pareto(record: dict, ctx: RowContext) -> Cell:
         "●" if on else "",
         1.0 if on else None,
         cls="pareto" if on else "",
-        title="on the quality–latency Pareto frontier of its device, precision, batch and dataset"
-        if on
-        else "",
+        title="on the quality–latency Pareto frontier of its device, precision, batch and dataset" if on else "",
     )
 
 
@@ -445,9 +439,7 @@ def build_rows(records: Sequence[dict], columns: Sequence[Column], ctx: RowConte
     rows = []
     for r in records:
         classes = [f"row-{r['status']}"] + (["row-random"] if is_random(r) else [])
-        rows.append(
-            Row(r, [c.value(r, ctx) for c in columns], device_name(r), r["settings"]["precision"], classes)
-        )
+        rows.append(Row(r, [c.value(r, ctx) for c in columns], device_name(r), r["settings"]["precision"], classes))
     return rows
 
 

@@ -41,9 +41,7 @@ def make_record(
     **extra: Any,
 ) -> dict:
     """A v1 result record; the id is derived from the arguments, so the same call gives the same id."""
-    key = repr(
-        (family, variant, task, device, precision, batch, resolution, dataset, weights, timestamp, status)
-    )
+    key = repr((family, variant, task, device, precision, batch, resolution, dataset, weights, timestamp, status))
     ok = status == "ok"
     rec: dict[str, Any] = {
         "schema_version": 1,
@@ -90,9 +88,7 @@ def make_record(
         "memory": {"unit": "MiB", "peak_allocated": memory, "peak_reserved": memory * 1.2 if memory else None}
         if ok
         else None,
-        "compute": {"params": params, "gmacs": gmacs, "counter": "FlopCounterMode"}
-        if ok and params
-        else None,
+        "compute": {"params": params, "gmacs": gmacs, "counter": "FlopCounterMode"} if ok and params else None,
         "environment": {
             "device_name": device,
             "driver": "560.35",

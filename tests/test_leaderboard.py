@@ -177,9 +177,7 @@ def test_dedupe_keeps_the_first_record_of_an_id():
 def test_latest_per_cell_prefers_the_newest_successful_run():
     old_ok = make_record("gcvit", "gcvit_tiny", latency=6.0, timestamp="2026-08-01T00:00:00Z")
     new_ok = make_record("gcvit", "gcvit_tiny", latency=5.0, timestamp="2026-08-02T00:00:00Z")
-    newer_oom = make_record(
-        "gcvit", "gcvit_tiny", status="oom", error="OOM", timestamp="2026-08-03T00:00:00Z"
-    )
+    newer_oom = make_record("gcvit", "gcvit_tiny", status="oom", error="OOM", timestamp="2026-08-03T00:00:00Z")
     other = make_record("gcvit", "gcvit_tiny", latency=7.0, precision="fp32")
     assert data.latest_per_cell([old_ok, new_ok, newer_oom, other]) == [new_ok, other]
     oom_old = make_record("gcvit", "gcvit_tiny", status="oom", timestamp="2026-08-01T00:00:00+00:00")
@@ -197,9 +195,7 @@ def test_quality_never_shown_for_random_weights_or_failed_runs():
     assert data.quality(rnd, "top1") is None
     assert data.measured(rnd, "latency.median") == 5.0
     assert data.quality(oom, "top1") is None and data.measured(oom, "latency.median") is None
-    s = make_record(
-        "gcvit", "gcvit_tiny", dataset="dist", metrics={"structure_sensitivity": {"accuracy": 0.6}}
-    )
+    s = make_record("gcvit", "gcvit_tiny", dataset="dist", metrics={"structure_sensitivity": {"accuracy": 0.6}})
     assert data.tab_of(s) == "structure" and data.tab_of(ok) == "classification"
 
 
@@ -234,16 +230,11 @@ def test_table_cells_show_status_and_hide_random_quality():
     oom = make_record("gcvit", "gcvit_tiny", status="oom", error="CUDA out of memory")
     rows = tables.build_rows([ok, rnd, oom], cols, _Ctx())
     cell = {
-        name: dict(zip(keys, row.cells, strict=False))
-        for name, row in zip(("ok", "rnd", "oom"), rows, strict=False)
+        name: dict(zip(keys, row.cells, strict=False)) for name, row in zip(("ok", "rnd", "oom"), rows, strict=False)
     }
     assert cell["ok"]["top1"].text == "83.46" and cell["ok"]["top1"].sort == 83.456
     assert cell["ok"]["latency"].text == "5.20" and cell["ok"]["params"].text == "28.22"
-    assert (
-        cell["rnd"]["top1"].text == "—"
-        and cell["rnd"]["top1"].sort is None
-        and "random" in cell["rnd"]["top1"].cls
-    )
+    assert cell["rnd"]["top1"].text == "—" and cell["rnd"]["top1"].sort is None and "random" in cell["rnd"]["top1"].cls
     assert cell["rnd"]["latency"].text == "12.5" and cell["rnd"]["weights"].text == "random weights"
     assert cell["oom"]["latency"].text == "OOM" and cell["oom"]["top1"].text == "OOM"
     assert cell["oom"]["latency"].title == "CUDA out of memory"
@@ -316,15 +307,11 @@ def test_chart_specs_are_valid_vega_lite():
     spec = charts.quality_spec(q, validate=True)
     assert [layer["name"] for layer in spec["layer"]] == ["frontier", "points", "pareto"]
     assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/v")
-    values = (
-        spec["data"]["values"] if "values" in spec.get("data", {}) else next(iter(spec["datasets"].values()))
-    )
+    values = spec["data"]["values"] if "values" in spec.get("data", {}) else next(iter(spec["datasets"].values()))
     assert len(values) == 5 and sum(v["pareto"] for v in values) == 3
     s = charts.scaling_groups(latest, "latency", _label)[0]
     sspec = charts.scaling_spec(s, validate=True)
-    assert (
-        sspec["encoding"]["x"]["scale"]["type"] == "log" and sspec["encoding"]["y"]["scale"]["type"] == "log"
-    )
+    assert sspec["encoding"]["x"]["scale"]["type"] == "log" and sspec["encoding"]["y"]["scale"]["type"] == "log"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -467,9 +454,7 @@ def test_model_page_keeps_paper_values_apart_and_shows_provenance(built):
     assert "83.40" in measured and "83.5<" not in measured
     text = "".join(parsed.text)
     rec = next(
-        r
-        for r in sample_records()
-        if r["model"]["variant"] == "gcvit_tiny" and r["settings"]["resolution"] == 384
+        r for r in sample_records() if r["model"]["variant"] == "gcvit_tiny" and r["settings"]["resolution"] == 384
     )
     for needle in (
         rec["command"],
@@ -592,9 +577,7 @@ def test_cli_build_from_published_and_exports(cli, tmp_path):
     res = runner.invoke(mod.app, ["build", "--out", str(out), "--results", str(export), "--no-charts"])
     assert res.exit_code == 0, res.output
     assert f"built {out}: 11 pages, 20 cells from 21 records, 6 models, 0 charts" in res.stdout
-    assert [r["id"] for r in json.loads((out / "data" / "records.json").read_text())] == [
-        r["id"] for r in recs
-    ]
+    assert [r["id"] for r in json.loads((out / "data" / "records.json").read_text())] == [r["id"] for r in recs]
     res = runner.invoke(mod.app, ["build", "--out", str(tmp_path / "only"), "--no-published", "--no-charts"])
     assert res.exit_code == 0 and "0 cells from 0 records" in res.stdout
 

@@ -87,7 +87,8 @@
       if (empty) empty.hidden = shown > 0 || rows.length === 0;
       var counter = document.querySelector('[data-count-for="' + table.id + '"]');
       if (counter) {
-        counter.textContent = shown === rows.length ? rows.length + " rows" : shown + " of " + rows.length + " rows";
+        var unit = rows.length === 1 ? " row" : " rows";
+        counter.textContent = shown === rows.length ? rows.length + unit : shown + " of " + rows.length + unit;
       }
     });
     all("figure.chart").forEach(function (fig) {
