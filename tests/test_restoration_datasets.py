@@ -266,8 +266,15 @@ def test_generator_manifest_size_and_rejects(tmp_path):
     assert e["airlight"] == pytest.approx(list(airlight), abs=1e-6)
     assert e["beta"] == pytest.approx({f"L{k}": v for k, v in betas.items()}, abs=1e-6)
     assert Image.open(tmp_path / "out" / "cloud_L4" / "tile1.png").size == (16, 16)
-    with pytest.raises(DatasetError, match="unknown 8kdehaze-synth options: levels"):
+    with pytest.raises(DatasetError, match=r"unknown 8kdehaze-synth options: levels \(known: size, compression\)"):
         gen.fn(tmp_path / "src", tmp_path / "x", progress=False, levels=3)
+    with pytest.raises(DatasetError, match=r"compression must be in \[0, 9\], got 12"):
+        gen.fn(tmp_path / "src", tmp_path / "x", progress=False, compression="12")
+    # the zlib level changes the files, not the pixels
+    gen.fn(tmp_path / "src", tmp_path / "z9", seed=1, progress=False, size=16, compression=9)
+    for sub in ("clear", "cloud_L2"):
+        a, b = (np.asarray(Image.open(tmp_path / d / sub / "tile1.png")) for d in ("out", "z9"))
+        np.testing.assert_array_equal(a, b)
 
 
 # ------------------------------------------------------------------------------ 8KDehaze loader
