@@ -26,6 +26,9 @@ def published_results_dir() -> Path:
 
 
 def _is_sqlite(path: Path) -> bool:
+    """A SQLite store by its name, or by its header (a store in WAL mode may have an empty main file)."""
+    if path.suffix.lower() in (".sqlite", ".sqlite3", ".db"):
+        return True
     try:
         with path.open("rb") as f:
             return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC

@@ -396,8 +396,8 @@ def _variant_rows(entry: ModelEntry) -> list[dict]:
 
 
 def _paper_text(value: Any) -> str:
-    n = num(value)
-    return f"{n:g}" if n is not None else str(value)
+    """A paper-reported value as written in the card (``82.0`` stays ``82.0``)."""
+    return str(value)
 
 
 # ---------------------------------------------------------------------------------------------------------

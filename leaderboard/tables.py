@@ -250,7 +250,7 @@ def _model(record: dict, ctx: RowContext) -> Cell:
 def _weights(record: dict, ctx: RowContext) -> Cell:
     w = record["weights"]
     if w["source"] == "random":
-        return Cell("random weights", "random", cls="badge random", title="random weights: no quality metrics")
+        return Cell("random weights", "random", cls="w-random", title="random weights: no quality metrics")
     return Cell(w["id"], w["id"].lower(), title=f"{w['source']}; sha256 {w.get('sha256') or 'unknown'}")
 
 
