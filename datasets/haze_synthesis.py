@@ -68,11 +68,16 @@ def density_field(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         cells = NOISE_BASE_CELLS * 2**k
         cy, cx = max(1, math.ceil(cells * h / longest)), max(1, math.ceil(cells * w / longest))
         grid = rng.standard_normal((cy + 3, cx + 3))
-        total += amp * (_bspline_matrix(h, cy) @ grid @ _bspline_matrix(w, cx).T)
+        cols = grid @ _bspline_matrix(w, cx).T  # (cy + 3, w)
+        my = _bspline_matrix(h, cy)
+        for r0 in range(0, h, ROW_CHUNK):  # row blocks: no full-size temporary on 8K images
+            total[r0:r0 + ROW_CHUNK] += amp * (my[r0:r0 + ROW_CHUNK] @ cols)
         amp *= NOISE_PERSISTENCE
     lo, hi = total.min(), total.max()
-    f = (total - lo) / (hi - lo) if hi > lo else np.zeros_like(total)
-    return (D_MIN + (1 - D_MIN) * f).astype(np.float32)
+    total -= lo  # in place: an 8K float64 field is 512 MB
+    total *= (1 - D_MIN) / (hi - lo) if hi > lo else 0.0
+    total += D_MIN
+    return total.astype(np.float32)
 
 
 def add_haze(clear: np.ndarray, density: np.ndarray, beta: float, airlight: np.ndarray) -> np.ndarray:
@@ -196,13 +201,13 @@ def _make_one(job: dict[str, Any]) -> dict[str, Any]:
         clear = None if skip else _load_source(src, size)
     except Exception as e:  # an unreadable source is reported and left out, not fatal
         return {"name": name, "source": src.name, "status": "rejected", "reason": f"{type(e).__name__}: {e}"}
-    if clear is not None:
-        res = synthesize(clear, seed, name)
+    airlight, betas, fld = image_params(seed, name)
+    if clear is not None:  # one level in memory at a time (8K: 200 MB each)
+        d = density_field(clear.shape[0], clear.shape[1], fld)
         _save_png(clear, targets[0], job["compression"])
         for lv, p in zip(LEVELS, targets[1:], strict=True):
-            _save_png(res["hazy"][lv], p, job["compression"])
+            _save_png(add_haze(clear, d, betas[lv], airlight), p, job["compression"])
     status = "skipped" if skip else "written"
-    airlight, betas, _ = image_params(seed, name)
     return {"name": name, "source": src.name, "status": status, "source_sha256": job["sha256"],
             "size": list(hw),
             "airlight": [round(float(a), 6) for a in airlight],

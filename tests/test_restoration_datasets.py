@@ -266,6 +266,9 @@ def test_generator_manifest_size_and_rejects(tmp_path):
     assert e["airlight"] == pytest.approx(list(airlight), abs=1e-6)
     assert e["beta"] == pytest.approx({f"L{k}": v for k, v in betas.items()}, abs=1e-6)
     assert Image.open(tmp_path / "out" / "cloud_L4" / "tile1.png").size == (16, 16)
+    clear = np.asarray(Image.open(tmp_path / "out" / "clear" / "tile0.png"))
+    ref = synthesize(clear, 1, "tile0.png")["hazy"][3]  # the generator writes what synthesize() makes
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "cloud_L3" / "tile0.png")), ref)
     with pytest.raises(DatasetError, match=r"unknown 8kdehaze-synth options: levels \(known: size, compression\)"):
         gen.fn(tmp_path / "src", tmp_path / "x", progress=False, levels=3)
     with pytest.raises(DatasetError, match=r"compression must be in \[0, 9\], got 12"):
