@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+
 from glocal.datasets.haze_synthesis import synthesize
 from glocal.datasets.restoration import bicubic_lr
 

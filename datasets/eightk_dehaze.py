@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from glocal.datasets.registry import DatasetError, image_files
 from torch.utils.data import Dataset
+
+from glocal.datasets.registry import DatasetError, image_files
 
 SPLIT_SEED = 22
 TRAIN_FRACTION = 0.85

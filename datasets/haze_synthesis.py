@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from glocal.datasets.registry import DatasetError, image_files, register_generator
 
 GENERATOR = "8kdehaze-synth"

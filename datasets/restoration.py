@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+
 from glocal.datasets.matlab_resize import imresize
 from glocal.datasets.registry import DatasetError, image_files
-from torch.utils.data import Dataset
 
 SOTS_BORDER = 10  # px of white border around the original SOTS-indoor ground truths
 

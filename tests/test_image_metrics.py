@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from glocal.benchmarks.metrics import psnr, ssim
-from glocal.benchmarks.metrics.image_quality import ImageMetricError, psnr_per_image, rgb_to_y, ssim_per_image
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from glocal.benchmarks.metrics import psnr, ssim
+from glocal.benchmarks.metrics.image_quality import ImageMetricError, psnr_per_image, rgb_to_y, ssim_per_image
 
 
 def _pair(seed: int, shape=(2, 3, 40, 48)) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from glocal.datasets import get_generator
 from glocal.datasets.eightk_dehaze import EightKDehaze, split_names
 from glocal.datasets.haze_synthesis import (
@@ -21,7 +23,6 @@ from glocal.datasets.haze_synthesis import (
 from glocal.datasets.matlab_resize import imresize, quantize_uint8
 from glocal.datasets.registry import DatasetError
 from glocal.datasets.restoration import PairedDehazeFolder, SRFolder, bicubic_lr, read_image
-from PIL import Image
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -100,8 +101,9 @@ def test_quantize_rounds_half_away_from_zero():
 def test_bicubic_sr_pipeline_matches_basicsr_reference():
     # skimage astronaut, MATLAB bicubic x4 down, torch bicubic x4 up, uint8, Y, crop 4: BasicSR's
     # calculate_psnr/ssim gave 27.0396 / 0.8463 (shared/research/models-restoration.md, section 1.3)
-    from glocal.benchmarks.metrics import psnr, ssim
     from skimage import data
+
+    from glocal.benchmarks.metrics import psnr, ssim
 
     hr = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float() / 255
     lr = bicubic_lr(hr, 4)

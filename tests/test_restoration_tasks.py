@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
+
 from glocal.benchmarks.tasks import DatasetSpec, EvalContext, TaskError, evaluators, get_evaluator, get_task
 from glocal.datasets import get_generator
 from glocal.datasets.matlab_resize import imresize
 from glocal.zoo.layers.tiling import tile_starts, tiled_forward
 from glocal.zoo.registry import Variant
-from PIL import Image
-from skimage.metrics import peak_signal_noise_ratio
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from glocal.benchmarks.metrics.image_quality import psnr_per_image, ssim_per_image
 from glocal.benchmarks.progress import track
 from glocal.benchmarks.tasks import (

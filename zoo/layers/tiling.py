@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
 from glocal.zoo.layers.padding import crop_to, pad_to_multiple
 
 
