@@ -63,3 +63,13 @@ def test_any_timm_model_resolves_through_timm_prefix():
     assert "timm:resnet18" not in zoo.list_models()
     with pytest.raises(UnknownModelError, match="did you mean timm:resnet18"):
         zoo.resolve("timm:resnet1888")
+
+
+def test_dataset_spec_parsing():
+    from glocal.benchmarks.tasks import DatasetSpec, TaskError
+
+    spec = DatasetSpec.parse("8KDehaze=/data/8k,level=2,size=1024")
+    assert spec.name == "8kdehaze" and str(spec.path) == "/data/8k" and spec.options == {"level": "2", "size": "1024"}
+    assert DatasetSpec.parse("builtin-sr,limit=2") == DatasetSpec("builtin-sr", None, {"limit": "2"})
+    with pytest.raises(TaskError, match="expected key=value"):
+        DatasetSpec.parse("set5=/x,oops")

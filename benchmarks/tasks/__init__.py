@@ -34,11 +34,19 @@ class DatasetSpec:
 
     @classmethod
     def parse(cls, text: str) -> DatasetSpec:
-        name, _, rest = text.partition("=")
+        """``NAME[=PATH][,key=value ...]``, e.g. ``8kdehaze=/data/8k,level=2,size=1024`` or ``builtin-sr,limit=2``."""
+        head, *extras = text.split(",")
+        name, _, path = head.partition("=")
         name = name.strip().lower()
         if not name:
-            raise TaskError(f"bad --dataset {text!r}: expected NAME or NAME=PATH")
-        return cls(name=name, path=Path(rest).expanduser() if rest else None)
+            raise TaskError(f"bad --dataset {text!r}: expected NAME, NAME=PATH or NAME=PATH,key=value")
+        options: dict[str, str] = {}
+        for item in extras:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise TaskError(f"bad --dataset option {item!r} in {text!r}: expected key=value")
+            options[key.strip()] = value.strip()
+        return cls(name=name, path=Path(path).expanduser() if path else None, options=options)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path) if self.path else None, **self.options}
