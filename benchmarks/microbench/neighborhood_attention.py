@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -85,7 +84,8 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torc
 
 def _is_oom(e: BaseException) -> bool:
     text = str(e).lower()
-    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in text or "not enough memory" in text
+    oom_text = "out of memory" in text or "not enough memory" in text
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or oom_text
 
 
 def _median_ms(fn: Callable[[], Any], min_run_time: float, label: str) -> float:
@@ -109,13 +109,16 @@ def bench_size(size: int, args: argparse.Namespace, device: torch.device, dtype:
     itemsize = torch.tensor([], dtype=dtype).element_size()
     budget = args.max_gib * GIB if args.max_gib else 0.6 * available_bytes(device)
     base = {"size": size, "batch": args.batch, "heads": heads, "head_dim": head_dim, "kernel": kernel,
-            "dilation": dilation, "rpb": not args.no_rpb, "device": str(device), "dtype": str(dtype).replace("torch.", "")}
+            "dilation": dilation, "rpb": not args.no_rpb, "device": str(device),
+            "dtype": str(dtype).replace("torch.", "")}
     if size < kernel * dilation:
         return [{**base, "backend": "all", "status": f"skipped: map {size} < kernel*dilation {kernel * dilation}"}]
     g = torch.Generator(device="cpu").manual_seed(size)
     q, k, v = (torch.randn(args.batch, heads, size, size, head_dim, generator=g).to(device, dtype) for _ in range(3))
     q = q * head_dim ** -0.5
-    rpb = None if args.no_rpb else (torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=g) * 0.5).to(device, dtype)
+    rpb = None
+    if not args.no_rpb:
+        rpb = (torch.randn(heads, 2 * kernel - 1, 2 * kernel - 1, generator=g) * 0.5).to(device, dtype)
 
     runs: dict[str, Callable[[], torch.Tensor]] = {}
     rows: dict[str, dict[str, Any]] = {}
@@ -178,7 +181,8 @@ def bench_size(size: int, args: argparse.Namespace, device: torch.device, dtype:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain-text table of medians, ratios vs dense and agreement."""
-    head = f"{'map':>9}  {'backend':<16} {'median ms':>11} {'vs dense':>9} {'max|diff|':>10} {'first call s':>12}  status"
+    head = (f"{'map':>9}  {'backend':<16} {'median ms':>11} {'vs dense':>9} {'max|diff|':>10} "
+            f"{'first call s':>12}  status")
     lines = [head, "-" * len(head)]
     for r in rows:
         name = r["backend"] + (f" ({r['variant']})" if r.get("variant") else "")
@@ -225,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --device cuda requested but CUDA is not available", file=sys.stderr)
         return 2
     if args.dim % args.heads or not sizes or min(sizes) < 1:
-        print(f"error: need positive sizes and --dim divisible by --heads (got {args.dim}, {args.heads})", file=sys.stderr)
+        print(f"error: need positive sizes and --dim divisible by --heads (got {args.dim}, {args.heads})",
+              file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -39,7 +39,8 @@ import functools
 import inspect
 import os
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -48,8 +49,8 @@ from timm.layers import trunc_normal_
 
 __all__ = [
     "BACKENDS", "NeighborhoodAttention2D", "NeighborhoodAttentionCore", "NeighborhoodAttentionError", "axis_windows",
-    "flex_compile_enabled", "na2d", "na2d_blocked", "na2d_macs", "natten_available", "natten_supports", "resolve_backend",
-    "set_flex_compile",
+    "flex_compile_enabled", "na2d", "na2d_blocked", "na2d_macs", "natten_available", "natten_supports",
+    "resolve_backend", "set_flex_compile",
 ]
 
 BACKENDS = ("auto", "reference", "blocked", "flex", "natten")
@@ -161,13 +162,10 @@ def _run_per_dilation_group(fn: Callable[..., torch.Tensor], q: torch.Tensor, k:
     out = q.new_zeros(B, nh, Hq, dilation, Wq, dilation, Dv)
     for h0, h1, lh in _group_classes(H, dilation):
         for w0, w1, lw in _group_classes(W, dilation):
-            def take(t: torch.Tensor) -> torch.Tensor:
-                sub = t[:, :, :lh, h0:h1, :lw, w0:w1]  # [B, nh, lh, gh, lw, gw, D]
-                return sub.permute(0, 3, 5, 1, 2, 4, 6).reshape(-1, nh, lh, lw, sub.shape[-1])
-
-            o = fn(take(qg), take(kg), take(vg))  # [B*gh*gw, nh, lh, lw, Dv]
-            o = o.view(B, h1 - h0, w1 - w0, nh, lh, lw, Dv).permute(0, 3, 4, 1, 5, 2, 6)
-            out[:, :, :lh, h0:h1, :lw, w0:w1] = o
+            index = (slice(None), slice(None), slice(0, lh), slice(h0, h1), slice(0, lw), slice(w0, w1))
+            subs = [t[index].permute(0, 3, 5, 1, 2, 4, 6).reshape(-1, nh, lh, lw, t.shape[-1]) for t in (qg, kg, vg)]
+            o = fn(*subs)  # [B*gh*gw, nh, lh, lw, Dv]
+            out[index] = o.view(B, h1 - h0, w1 - w0, nh, lh, lw, Dv).permute(0, 3, 4, 1, 5, 2, 6)
     return out.view(B, nh, Hq * dilation, Wq * dilation, Dv)[:, :, :H, :W]
 
 
@@ -220,9 +218,10 @@ def _na2d_blocked_d1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: tor
     q = q.reshape(B * nh, nth, th, ntw, tw, D).transpose(2, 3).reshape(B * nh * nt, th * tw, D)
 
     def regions(t: torch.Tensor) -> torch.Tensor:  # [B*nh, H, W, D] -> [B*nh*nt, rh*rw, D]
-        t = t.reshape(B * nh, H, W, t.shape[-1]).index_select(1, p["krow_h"].flatten()).view(B * nh, nth, rh, W, t.shape[-1])
-        t = t.index_select(3, p["krow_w"].flatten()).view(B * nh, nth, rh, ntw, rw, t.shape[-1])
-        return t.transpose(2, 3).reshape(B * nh * nt, rh * rw, t.shape[-1])
+        c = t.shape[-1]
+        t = t.reshape(B * nh, H, W, c).index_select(1, p["krow_h"].flatten()).view(B * nh, nth, rh, W, c)
+        t = t.index_select(3, p["krow_w"].flatten()).view(B * nh, nth, rh, ntw, rw, c)
+        return t.transpose(2, 3).reshape(B * nh * nt, rh * rw, c)
 
     k, v = regions(k), regions(v)
     if rpb is not None:
@@ -439,7 +438,8 @@ _IMPLS: dict[str, Callable[..., torch.Tensor]] = {
 def resolve_backend(backend: str, device: torch.device | str, with_rpb: bool = True) -> str:
     """The concrete backend ``backend`` means on ``device`` (``auto``: natten > flex on CUDA, blocked elsewhere)."""
     if backend not in BACKENDS:
-        raise NeighborhoodAttentionError(f"unknown neighborhood-attention backend {backend!r}; expected one of {BACKENDS}")
+        raise NeighborhoodAttentionError(
+            f"unknown neighborhood-attention backend {backend!r}; expected one of {BACKENDS}")
     if backend != "auto":
         return backend
     if torch.device(device).type == "cuda":
@@ -560,7 +560,8 @@ class NeighborhoodAttention2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[-1] != self.dim:
-            raise NeighborhoodAttentionError(f"expected channels-last input [B, H, W, {self.dim}], got {tuple(x.shape)}")
+            raise NeighborhoodAttentionError(
+                f"expected channels-last input [B, H, W, {self.dim}], got {tuple(x.shape)}")
         B, H0, W0, C = x.shape
         pad_h, pad_w = max(0, self.window_size - H0), max(0, self.window_size - W0)
         if pad_h or pad_w:  # maps smaller than k*d: zero-pad bottom/right (padded tokens act as keys), crop later
