@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 from conftest_browser import A100, H100, XSS_NAME, XSS_NOTE, sample_cards, sample_records
+
 from glocal.leaderboard import charts, data, tables
 from glocal.leaderboard.site import build_site, make_server
 
@@ -302,7 +303,9 @@ def test_charts_render_with_the_python_frontier(page, base_url, artifacts):
     assert lines.count() >= 2  # one line per model with several resolutions
     p.locator("#classification-q-2").screenshot(path=str(artifacts / "chart-quality-latency.png"))
     p.locator("#classification-s-1").screenshot(path=str(artifacts / "chart-latency-scaling.png"))
-    for path in ("task-dehazing.html", "task-super_resolution.html", "models/gcvit.html", "models/dea-net.html"):
+    pages = ("task-dehazing.html", "task-super_resolution.html", "task-structure.html", "models/gcvit.html",
+             "models/dea-net.html")
+    for path in pages:
         _open(p, base_url + path)
         n = _wait_charts(p)
         assert n >= 1, path
@@ -347,11 +350,14 @@ def test_markup_in_names_is_shown_as_text(page, base_url, artifacts):
     _wait_charts(p)
     assert p.locator("#results a", has_text=XSS_NAME).count() == 1
     assert p.locator("img").count() == 0
-    # the Vega tooltip escapes it too (points are drawn in the order of the group's points)
-    h100 = charts.quality_groups(_latest("classification"), tables.TABS["classification"], lambda r: "")[1]
-    index = [pt["variant"] for pt in h100.points].index("xss_tiny")
-    point = p.locator("#classification-q-2 g.points_marks path").nth(index)
-    point.hover(force=True)
+    # the Vega tooltip escapes it too: move the mouse onto the point whose label names the markup model
+    points = p.locator("#classification-q-2 g.points_marks path")
+    labels = points.evaluate_all("els => els.map(e => e.getAttribute('aria-label') || '')")
+    assert sum(XSS_NAME in label for label in labels) == 1
+    point = points.nth(next(i for i, label in enumerate(labels) if XSS_NAME in label))
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    p.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     tip = p.locator("#vg-tooltip-element")
     tip.wait_for(state="visible")
     assert XSS_NAME in tip.inner_text() and tip.locator("img").count() == 0
