@@ -551,7 +551,7 @@ def _variant(size: str, scale: int) -> Variant:
         params=_PARAMS[(size, scale)],
         scale=scale,
         resolution_multiple=1,
-        resolutions=(lr,),
+        resolutions=(lr * scale,),  # the harness's SR resolution is the output side
         notes="Runs at the input size like the official test path (L-SA pads to 32 internally); inputs with a "
               "side < 16 or a short side below 4**T are padded and cropped back.",
     )
