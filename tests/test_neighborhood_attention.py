@@ -114,12 +114,16 @@ def test_backends_agree_with_reference(backend: str, kernel: int, dilation: int,
     assert (out - ref).abs().max().item() < 1e-5
 
 
-def test_blocked_tiling_and_batch_do_not_change_results() -> None:
+def test_blocked_tiling_chunking_and_batch_do_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
     q, k, v, rpb = _qkv(2, 3, 23, 19, 8, 5, seed=3)  # maps wider than 2k: several tiles, a ragged last tile
     ref = na2d(q, k, v, rpb, 5, 1, backend="reference")
     for tile in (1, 2, 4, 7, 30):
         out = na.na2d_blocked(q, k, v, rpb, 5, 1, tile=tile)
         assert (out - ref).abs().max().item() < 1e-5, tile
+    for chunk_bytes in (1, 100_000):  # one tile per chunk; 4 tiles per chunk (30 tiles: a ragged last one)
+        monkeypatch.setattr(na, "BLOCKED_CHUNK_BYTES", chunk_bytes)
+        assert (na.na2d_blocked(q, k, v, rpb, 5, 1) - ref).abs().max().item() < 1e-5, chunk_bytes
+    monkeypatch.undo()
     no_bias = na2d(q, k, v, None, 5, 2, backend="reference")
     assert (na2d(q, k, v, None, 5, 2, backend="blocked") - no_bias).abs().max().item() < 1e-5
     assert (na2d(q, k, v, None, 5, 2, backend="flex") - no_bias).abs().max().item() < 1e-5

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "reference", "blocked", "flex", "natten")
+BLOCKED_CHUNK_BYTES = 2 << 20  # gathered keys+values per chunk of tiles on CPU (cache-sized)
 DEFAULT_TILE = 4  # query tile side of the ``blocked`` backend on maps wider than 2k (see the microbenchmark)
 
 
@@ -193,48 +194,56 @@ def _tile_tables(length: int, kernel_size: int, tile: int) -> tuple[int, int, in
 
 @functools.lru_cache(maxsize=256)
 def _blocked_plan(H: int, W: int, kernel_size: int, tile: int, device: str) -> dict[str, Any]:
-    """Index tables of the blocked backend for one map: region rows/cols and, for every (tile, query, key)
-    entry, its flat RPB index, or the sentinel ``(2k-1)^2`` (an extra -inf slot) outside the window."""
+    """Index tables of the blocked backend for one map, all into the flattened H*W tokens: the tiles' queries
+    (padded tiles repeat border tokens), their key regions, where each token's output sits among the tile
+    outputs, and for every (tile, query, key) its flat RPB index or the sentinel ``(2k-1)^2`` (a -inf slot)."""
     th, rh, nth, krow_h, in_h, off_h = _tile_tables(H, kernel_size, tile)
     tw, rw, ntw, krow_w, in_w, off_w = _tile_tables(W, kernel_size, tile)
     side = 2 * kernel_size - 1
+    qrow_h = (torch.arange(nth)[:, None] * th + torch.arange(th)).clamp(max=H - 1)  # [nth, th]
+    qrow_w = (torch.arange(ntw)[:, None] * tw + torch.arange(tw)).clamp(max=W - 1)
+    queries = qrow_h[:, None, :, None] * W + qrow_w[None, :, None, :]  # [nth, ntw, th, tw]
+    keys = krow_h[:, None, :, None] * W + krow_w[None, :, None, :]  # [nth, ntw, rh, rw]
+    i, j = torch.arange(H)[:, None], torch.arange(W)[None, :]
+    slots = (((i // th) * ntw + j // tw) * th + i % th) * tw + j % tw  # [H, W] -> position among tile outputs
     allowed = in_h[:, None, :, None, :, None] & in_w[None, :, None, :, None, :]  # [nth, ntw, th, tw, rh, rw]
     flat = off_h[:, None, :, None, :, None] * side + off_w[None, :, None, :, None, :]
-    flat = torch.where(allowed, flat, side * side).reshape(-1)
-    mask = torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf")).view(nth * ntw, th * tw, rh * rw)
-    return {"th": th, "tw": tw, "rh": rh, "rw": rw, "nth": nth, "ntw": ntw, "krow_h": krow_h.to(device),
-            "krow_w": krow_w.to(device), "flat": flat.to(device), "mask": mask.to(device)}
+    flat = torch.where(allowed, flat, side * side)
+    mask = torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf"))
+    n_tiles = nth * ntw
+    return {"q": th * tw, "r": rh * rw, "tiles": n_tiles, "queries": queries.reshape(-1).to(device),
+            "keys": keys.reshape(-1).to(device), "slots": slots.reshape(-1).to(device),
+            "flat": flat.reshape(-1).to(device), "mask": mask.view(n_tiles, th * tw, rh * rw).to(device)}
 
 
 def _na2d_blocked_d1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None,
                      kernel_size: int, dropout_p: float, tile: int) -> torch.Tensor:
-    """Dilation-1 NA: every query tile attends to its key region with the window rule as an additive mask."""
+    """Dilation-1 NA: every query tile attends to its key region with the window rule as an additive mask.
+    Tiles run in chunks whose gathered keys/values stay cache-sized (memory traffic dominates on CPU)."""
     B, nh, H, W, D = q.shape
     Dv = v.shape[-1]
     p = _blocked_plan(H, W, kernel_size, tile, str(q.device))
-    th, tw, rh, rw, nth, ntw = p["th"], p["tw"], p["rh"], p["rw"], p["nth"], p["ntw"]
-    nt = nth * ntw
-    q = F.pad(q, (0, 0, 0, ntw * tw - W, 0, nth * th - H))
-    q = q.reshape(B * nh, nth, th, ntw, tw, D).transpose(2, 3).reshape(B * nh * nt, th * tw, D)
-
-    def regions(t: torch.Tensor) -> torch.Tensor:  # [B*nh, H, W, D] -> [B*nh*nt, rh*rw, D]
-        c = t.shape[-1]
-        t = t.reshape(B * nh, H, W, c).index_select(1, p["krow_h"].flatten()).view(B * nh, nth, rh, W, c)
-        t = t.index_select(3, p["krow_w"].flatten()).view(B * nh, nth, rh, ntw, rw, c)
-        return t.transpose(2, 3).reshape(B * nh * nt, rh * rw, c)
-
-    k, v = regions(k), regions(v)
+    nq, nr, nt = p["q"], p["r"], p["tiles"]
+    qf, kf, vf = q.reshape(B * nh, H * W, D), k.reshape(B * nh, H * W, D), v.reshape(B * nh, H * W, Dv)
     if rpb is not None:
         table = torch.cat([rpb.flatten(1).to(q.dtype), rpb.new_full((nh, 1), float("-inf")).to(q.dtype)], 1)
-        bias = table.index_select(1, p["flat"]).view(1, nh, nt, th * tw, rh * rw)
+        bias = table.index_select(1, p["flat"]).view(nh, nt, nq, nr)
     else:
-        bias = p["mask"].to(q.dtype).view(1, 1, nt, th * tw, rh * rw)
-    bias = bias.expand(B, nh, nt, th * tw, rh * rw).reshape(B * nh * nt, th * tw, rh * rw)
-    attn = torch.baddbmm(bias, q, k.transpose(1, 2)).softmax(-1)
-    if dropout_p > 0:
-        attn = F.dropout(attn, dropout_p)
-    out = torch.bmm(attn, v).view(B * nh, nth, ntw, th, tw, Dv).transpose(2, 3)
-    return out.reshape(B, nh, nth * th, ntw * tw, Dv)[:, :, :H, :W]
+        bias = p["mask"].to(q.dtype).expand(nh, nt, nq, nr)
+    per_tile = B * nh * nr * (D + Dv) * q.element_size()
+    step = nt if q.device.type != "cpu" else max(1, min(nt, BLOCKED_CHUNK_BYTES // per_tile))
+    out = q.new_empty(B, nh, nt, nq, Dv)
+    for t0 in range(0, nt, step):
+        t1 = min(nt, t0 + step)
+        n = t1 - t0
+        qt = qf.index_select(1, p["queries"][t0 * nq:t1 * nq]).view(B, nh, n, nq, D)
+        kt = kf.index_select(1, p["keys"][t0 * nr:t1 * nr]).view(B, nh, n, nr, D)
+        vt = vf.index_select(1, p["keys"][t0 * nr:t1 * nr]).view(B, nh, n, nr, Dv)
+        attn = torch.matmul(qt, kt.transpose(-1, -2)).add_(bias[:, t0:t1]).softmax(-1)
+        if dropout_p > 0:
+            attn = F.dropout(attn, dropout_p)
+        out[:, :, t0:t1] = torch.matmul(attn, vt)
+    return out.view(B * nh, nt * nq, Dv).index_select(1, p["slots"]).view(B, nh, H, W, Dv)
 
 
 def na2d_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None, kernel_size: int,
@@ -323,7 +332,7 @@ def _flex_call(*args: Any, **kwargs: Any) -> torch.Tensor:
 
     if flex_compile_enabled():
         if _FLEX["compiled_fn"] is None:
-            _FLEX["compiled_fn"] = torch.compile(flex_attention, dynamic=False)
+            _FLEX["compiled_fn"] = torch.compile(flex_attention)  # automatic dynamic shapes after a recompile
         try:
             return _FLEX["compiled_fn"](*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - no compiler, unsupported platform, ...: degrade, loudly
@@ -475,8 +484,9 @@ def na2d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | 
             f"rpb must be [heads, 2k-1, 2k-1] = {[q.shape[1], 2 * kernel_size - 1, 2 * kernel_size - 1]}, "
             f"got {list(rpb.shape)}")
     name = resolve_backend(backend, q.device, rpb is not None)
-    if name == "flex" and _counting():
-        name = "blocked"  # FlexAttention cannot run under FlopCounterMode; the MACs come from na2d_macs anyway
+    if name in ("flex", "natten") and _counting():
+        name = "blocked"  # FlexAttention (also inside NATTEN >= 0.20) cannot run under FlopCounterMode; the
+        # MAC count comes from na2d_macs either way
     return _IMPLS[name](q, k, v, rpb, kernel_size, dilation, dropout_p)
 
 
