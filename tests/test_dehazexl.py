@@ -242,3 +242,20 @@ def test_card():
     assert v.weights == () and "lost" in v.notes
     metrics = {(m.dataset, m.metric): m.value for m in v.paper_metrics}
     assert metrics[("8KDehaze", "psnr")] == 32.35 and metrics[("8KDehaze", "ssim")] == 0.9863
+
+
+def test_memory_benchmark_prediction_and_arguments(capsys):
+    from glocal.benchmarks.microbench import dehazexl_memory as bench
+
+    one = [{"status": "ok", "side": 1024, "peak_gb": 3.0, "baseline_gb": 1.0, "seconds": 10.0}]
+    assert bench.predict(one, 2048) == pytest.approx(1.0 + 2.0 * 4)  # the part above the baseline scales
+    assert bench.predict_seconds(one, 2048) == pytest.approx(40.0)
+    two = one + [{"status": "ok", "side": 2048, "peak_gb": 9.0, "baseline_gb": 1.0, "seconds": 45.0}]
+    line = bench.predict(two, 4096)  # through both points: 3 + (9 - 3) / (2048^2 - 1024^2) * (4096^2 - 1024^2)
+    assert line == pytest.approx(3.0 + 6.0 * 15 / 3)
+    assert bench.predict([{"status": "oom", "side": 512}], 1024) is None
+    assert bench.parse_sides("2048, 1024,1024") == [1024, 2048]
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        bench.parse_sides("1k")
+    assert bench.main(["--chunk", "0"]) == 2
+    assert "--chunk must be at least 1" in capsys.readouterr().err

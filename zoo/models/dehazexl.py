@@ -312,7 +312,7 @@ class SwinDecoder(nn.Module):
         super().__init__()
         stages = len(depths)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        base = tile // 4  # stride of the first encoder stage
+        base = tile // 4  # token side of the first encoder stage (stride 4)
         self.layers_up = nn.ModuleList()
         for i in range(stages):
             level = stages - 1 - i  # encoder stage this decoder stage mirrors
