@@ -17,13 +17,17 @@ Definitions used here (the papers do not state all of them, see ``/work/shared/r
 * Top-K activation sparsity (DiSRT; the lab's NeurIPS 2023 Top-K layer): after every stage, for each sample
   and channel keep the ``max(1, floor(k * positions))`` spatial positions of largest absolute activation
   and zero the rest; inference only, installed as forward hooks;
-* shortcut controls: two local-only observers scored on the same trials, a per-channel pixel histogram and
-  a position-free bag of local descriptors (filter-bank response histograms and local binary patterns).
-  On a set that really isolates global structure both sit near chance; a report flags any control whose
-  interval lies above 1/3.
+* shortcut controls: two local-only observers scored on the same trials, ``pixel_histogram`` (per-channel
+  32-bin RGB histograms) and ``local_patches`` (a position-free bag of 7 px descriptors: histograms of oriented
+  derivative-of-Gaussian and Laplacian responses, local binary patterns, colour-opponent values and
+  gradients, at the images' own resolution). Each embeds an image as a unit-norm Hellinger vector and decides
+  by euclidean distance. On a set that really isolates global structure both sit near chance; a report
+  lists in ``shortcut_flags`` any control whose 95% interval lies above 1/3.
 
 Random weights are refused (a random network's "structure sensitivity" means nothing); ``allow_random=True``
-exists for tests and such results carry ``weights: random`` so they are never published.
+exists for tests and such results carry ``weights: random`` so they are never published. Zoo models tell by
+``model.glocal_weights``; ``timm:NAME`` is random only with ``weights="random"``; ``open_clip:ARCH`` without a
+tag is random. A bare module without ``glocal_weights`` is recorded as ``weights: unknown``.
 """
 
 from __future__ import annotations
@@ -322,7 +326,9 @@ class Backbone:
     def from_module(cls, model: nn.Module, *, card: Any = None, variant: Any = None,
                     image_size: int | None = None) -> Backbone:
         """Wrap a built module: a zoo model (``glocal_card``/``glocal_variant``/``glocal_weights``), a timm model,
-        or an open_clip model (``encode_image``)."""
+        or an open_clip model (``encode_image``); a ``torch.compile`` wrapper is unwrapped (stage hooks need the
+        original module tree)."""
+        model = getattr(model, "_orig_mod", model)
         card = card if card is not None else getattr(model, "glocal_card", None)
         variant = variant if variant is not None else getattr(model, "glocal_variant", None)
         info = getattr(model, "glocal_weights", None)
@@ -631,7 +637,8 @@ class _Trials(torch.utils.data.Dataset):
         return x, base
 
 
-def _progress(enabled: bool, total: int, label: str) -> Any:
+def _progress(enabled: bool, label: str) -> Any:
+    """A transient rich progress bar over trials, or a null context."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     if not enabled:
@@ -674,7 +681,7 @@ def evaluate_structure(backbone: str | nn.Module | Backbone, dataset: Any, *, di
                                          num_workers=workers, shuffle=False)
     dists: list[torch.Tensor] = []
     base_credits: dict[str, list[torch.Tensor]] = {b: [] for b in names}
-    with _progress(progress, n, f"{bb.name} on {data.name}") as bar:
+    with _progress(progress, f"{bb.name} on {data.name}") as bar:
         task = bar.add_task("trials", total=n) if bar is not None else None
         for x, base in loader:
             b = x.shape[0]
@@ -694,7 +701,7 @@ def evaluate_structure(backbone: str | nn.Module | Backbone, dataset: Any, *, di
                    "dataset": data.describe(n)})
     result["baselines"] = {name: summarize(torch.cat(c), resamples=resamples, seed=seed)
                            for name, c in base_credits.items()}
-    result["shortcut_flags"] = [k for k, v in result["baselines"].items() if v["ci95"][0] > CHANCE]
+    result["shortcut_flags"] = [k for k, v in result["baselines"].items() if v["ci95"][0] > CHANCE + 1e-9]
     if return_trials:
         result["trials"] = [{"id": data.ids[i], "d_ab": float(d[i, 0]), "d_oa": float(d[i, 1]),
                              "d_ob": float(d[i, 2]), "credit": float(credits[i])} for i in range(n)]

@@ -237,6 +237,8 @@ def test_zoo_style_module(known_sets):
     bb = Backbone.create(model)
     assert (bb.kind, bb.weights, bb.weights_id) == ("zoo", "pretrained", "/weights/toy.safetensors")
     assert bb.preprocess(_img(0, 80)).shape == (3, 56, 56)
+    compiled = Backbone.create(torch.compile(model))  # the harness may hand over a compiled module
+    assert compiled.model is model and [s.name for s in compiled.stages()][-1] == "layer4"
     assert evaluate_structure(bb, known_sets / "hard", progress=False)["accuracy"] == 0.0
 
 

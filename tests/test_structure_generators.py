@@ -63,11 +63,11 @@ def observer_report(triplets, name: str) -> dict:
 
 
 def at_chance(r: dict) -> bool:
-    return r["ci95"][0] <= CHANCE <= r["ci95"][1] and r["p_value"] >= 0.05
+    return r["ci95"][0] - 1e-9 <= CHANCE <= r["ci95"][1] + 1e-9 and r["p_value"] >= 0.05
 
 
 def caught(r: dict) -> bool:
-    return r["ci95"][0] > CHANCE and r["p_value"] < 0.01
+    return r["ci95"][0] > CHANCE + 1e-9 and r["p_value"] < 0.01
 
 
 def _files_sha(folder) -> dict:
