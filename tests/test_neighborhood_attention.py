@@ -229,6 +229,15 @@ def test_auto_on_cuda_prefers_natten_when_it_supports_the_call(monkeypatch: pyte
     assert na.resolve_backend("auto", "cpu", with_rpb=False) == "blocked"
 
 
+def test_eager_flex_refuses_maps_whose_scores_cannot_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    q, k, v, rpb = _qkv(1, 2, 8, 8, 4, 3)
+    monkeypatch.setattr(na, "EAGER_FLEX_MAX_BYTES", 2 * 2 * 64 * 64 * 4 - 1)  # one byte short of [1, 2, 64, 64] x2
+    with pytest.raises(NeighborhoodAttentionError, match="would materialise"):
+        na2d(q, k, v, rpb, 3, 1, backend="flex")
+    monkeypatch.setattr(na, "EAGER_FLEX_MAX_BYTES", 2 * 2 * 64 * 64 * 4)
+    assert (na2d(q, k, v, rpb, 3, 1, backend="flex") - na2d(q, k, v, rpb, 3, 1, backend="reference")).abs().max() < 1e-5
+
+
 def test_flex_refuses_cpu_backward() -> None:
     q, k, v, rpb = _qkv(1, 1, 6, 6, 4, 3)
     with pytest.raises(NeighborhoodAttentionError, match="no backward on CPU"):

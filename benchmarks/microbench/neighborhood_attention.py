@@ -149,7 +149,9 @@ def bench_size(size: int, args: argparse.Namespace, device: torch.device, dtype:
         except Exception as e:  # noqa: BLE001
             del runs[name]
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            rows[name] = {"status": "skipped: out of memory" if _is_oom(e) else f"error: {msg}"}
+            skipped = _is_oom(e) or isinstance(e, na.NeighborhoodAttentionError)  # e.g. eager flex too big
+            reason = "out of memory" if _is_oom(e) else msg
+            rows[name] = {"status": f"skipped: {reason}" if skipped else f"error: {msg}"}
     if "flex" in rows and "first_call_s" in rows["flex"]:
         rows["flex"]["variant"] = "compiled" if na.flex_compile_enabled() else "eager"
     baseline = next((n for n in ("dense", "reference", "blocked") if n in outputs), None)
@@ -179,20 +181,25 @@ def bench_size(size: int, args: argparse.Namespace, device: torch.device, dtype:
     return out_rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Plain-text table of medians, ratios vs dense and agreement."""
+def _table_header() -> list[str]:
     head = (f"{'map':>9}  {'backend':<16} {'median ms':>11} {'vs dense':>9} {'max|diff|':>10} "
             f"{'first call s':>12}  status")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        name = r["backend"] + (f" ({r['variant']})" if r.get("variant") else "")
-        med = f"{r['median_ms']:.2f}" if r.get("median_ms") is not None else "-"
-        ratio = f"{r['speedup_vs_dense']:.2f}x" if r.get("speedup_vs_dense") else "-"
-        diff = f"{r['max_abs_diff']:.1e}" if r.get("max_abs_diff") is not None else "-"
-        first = f"{r['first_call_s']:.2f}" if r.get("first_call_s") is not None else "-"
-        lines.append(f"{r['size']:>4}x{r['size']:<4}  {name:<16} {med:>11} {ratio:>9} {diff:>10} {first:>12}  "
-                     f"{r.get('status', '')}")
-    return "\n".join(lines)
+    return [head, "-" * len(head)]
+
+
+def _table_row(r: dict[str, Any]) -> str:
+    name = r["backend"] + (f" ({r['variant']})" if r.get("variant") else "")
+    med = f"{r['median_ms']:.2f}" if r.get("median_ms") is not None else "-"
+    ratio = f"{r['speedup_vs_dense']:.2f}x" if r.get("speedup_vs_dense") else "-"
+    diff = f"{r['max_abs_diff']:.1e}" if r.get("max_abs_diff") is not None else "-"
+    first = f"{r['first_call_s']:.2f}" if r.get("first_call_s") is not None else "-"
+    size = f"{r['size']:>4}x{r['size']:<4}"
+    return f"{size}  {name:<16} {med:>11} {ratio:>9} {diff:>10} {first:>12}  {r.get('status', '')}"
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Plain-text table of medians, ratios vs dense and agreement."""
+    return "\n".join(_table_header() + [_table_row(r) for r in rows])
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -237,16 +244,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_compile:
         na.set_flex_compile(False)
     dtype = getattr(torch, args.dtype)
-    rows: list[dict[str, Any]] = []
-    for size in sizes:
-        rows.extend(bench_size(size, args, device, dtype))
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
+    if not args.json:  # the table is printed size by size, so a long run shows progress
         print(f"neighborhood attention, {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
               f"{args.dtype}, batch {args.batch}, dim {args.dim}, heads {args.heads}, kernel {args.kernel}, "
               f"dilation {args.dilation}, rpb {'off' if args.no_rpb else 'on'}; median of blocked_autorange")
-        print(format_table(rows))
+        print("\n".join(_table_header()), flush=True)
+    rows: list[dict[str, Any]] = []
+    for size in sizes:
+        new_rows = bench_size(size, args, device, dtype)
+        rows.extend(new_rows)
+        if not args.json:
+            print("\n".join(_table_row(r) for r in new_rows), flush=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
     return 0 if all(not str(r.get("status", "")).startswith(("MISMATCH", "error")) for r in rows) else 1
 
 

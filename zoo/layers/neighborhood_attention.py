@@ -17,15 +17,17 @@ Backends (``backend=``):
 
 * ``reference``: gathers every query's k x k neighbours explicitly. Slow and memory-hungry; the test oracle.
 * ``blocked``: splits the map into its dilation groups (each is then plain NA with dilation 1), cuts each
-  group into query tiles and runs one batched ``scaled_dot_product_attention`` per call over each tile and
-  the (tile + k - 1)^2 key region its windows can reach, with the RPB and the window rule as an additive
-  mask. It does more multiply-adds than NA (about (t+k-1)^2/k^2 times) but in GEMM-shaped work, which on
-  CPU beats both the gather reference and FlexAttention (see ``python -m
-  glocal.benchmarks.microbench.neighborhood_attention``). Supports attention dropout.
+  group into t x t query tiles (t = 4, or the whole group when it is at most 2k wide) and gives every tile
+  the (t + k - 1)^2 key region its windows can reach; logits are batched matmuls plus an additive mask that
+  carries the RPB and -inf outside each query's window. It does more multiply-adds than NA (about
+  (t+k-1)^2/k^2 times) but as GEMMs on gathered, cache-sized chunks, which on CPU beats the gather reference,
+  FlexAttention and dense masked attention (see ``python -m glocal.benchmarks.microbench.neighborhood_attention``).
+  Supports attention dropout and autograd.
 * ``flex``: ``torch.nn.attention.flex_attention`` with a sparse ``BlockMask`` built from the exact mask rule
   and the RPB added in ``score_mod``; tokens are permuted group-major so dilated layers stay block-sparse.
   ``torch.compile``'d when possible (the eager path materialises all scores); if compiling fails it warns
-  once and runs eagerly.
+  once and runs eagerly (``GLOCAL_FLEX_COMPILE=0`` or :func:`set_flex_compile` choose eager up front). No
+  attention dropout, no backward on CPU; under ``FlopCounterMode`` (which it cannot run in) ``blocked`` runs.
 * ``natten``: the NATTEN package when importable (imported lazily). NATTEN 0.14-0.17 have unfused ops with
   RPB (``natten2dqkrpb``/``natten2dav`` or ``na2d_qk(rpb=)``/``na2d_av``); NATTEN >= 0.20 removed RPB, so it
   is used there only without RPB (``natten.na2d``, heads-last layout).
@@ -248,7 +250,7 @@ def _na2d_blocked_d1(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: tor
 
 def na2d_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None, kernel_size: int,
                  dilation: int, dropout_p: float = 0.0, tile: int = DEFAULT_TILE) -> torch.Tensor:
-    """Dilated NA as dilation-1 NA per dilation group, each computed tile by tile with SDPA."""
+    """Dilated NA as dilation-1 NA per dilation group, each computed tile by tile (query tile x key region)."""
     return _run_per_dilation_group(
         lambda a, b, c: _na2d_blocked_d1(a, b, c, rpb, kernel_size, dropout_p, tile), q, k, v, dilation)
 
@@ -260,6 +262,7 @@ def na2d_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.T
 _FLEX: dict[str, Any] = {"compile": os.environ.get("GLOCAL_FLEX_COMPILE", "1") not in ("0", "false", "False"),
                          "compiled_fn": None, "failed": None}
 FLEX_BLOCK = 128
+EAGER_FLEX_MAX_BYTES = 4 << 30  # the eager path materialises every score; refuse beyond this
 
 
 def set_flex_compile(enabled: bool) -> None:
@@ -326,7 +329,17 @@ def _flex_layout(H: int, W: int, kernel_size: int, dilation: int, device: str) -
             "block_mask": block_mask}
 
 
-def _flex_call(*args: Any, **kwargs: Any) -> torch.Tensor:
+def _check_eager_flex_fits(q: torch.Tensor) -> None:
+    """The eager FlexAttention path materialises all [B, heads, N, N] scores: refuse sizes that cannot fit."""
+    B, nh, n = q.shape[0], q.shape[1], q.shape[2]
+    need = 2 * B * nh * n * n * max(4, q.element_size())  # scores and probabilities
+    if need > EAGER_FLEX_MAX_BYTES:
+        raise NeighborhoodAttentionError(
+            f"eager (uncompiled) FlexAttention would materialise {need / 2**30:.1f} GiB of scores for {n} tokens; "
+            "use backend='blocked' or a working torch.compile")
+
+
+def _flex_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     """Compiled FlexAttention when enabled and working, else the eager path (warned about once)."""
     from torch.nn.attention.flex_attention import flex_attention
 
@@ -334,15 +347,16 @@ def _flex_call(*args: Any, **kwargs: Any) -> torch.Tensor:
         if _FLEX["compiled_fn"] is None:
             _FLEX["compiled_fn"] = torch.compile(flex_attention)  # automatic dynamic shapes after a recompile
         try:
-            return _FLEX["compiled_fn"](*args, **kwargs)
+            return _FLEX["compiled_fn"](q, k, v, **kwargs)
         except Exception as e:  # noqa: BLE001 - no compiler, unsupported platform, ...: degrade, loudly
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             _FLEX["failed"] = reason
             warnings.warn(f"torch.compile(flex_attention) failed ({reason}); neighborhood attention uses the "
-                          "eager, unfused FlexAttention path (slow)", RuntimeWarning, stacklevel=3)
+                          "eager, unfused FlexAttention path (slow)", RuntimeWarning, stacklevel=4)
+    _check_eager_flex_fits(q)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-        return flex_attention(*args, **kwargs)
+        return flex_attention(q, k, v, **kwargs)
 
 
 def _na2d_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None,
