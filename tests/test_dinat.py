@@ -163,9 +163,7 @@ def test_card_and_paper_metrics() -> None:
 
 
 def test_timm_registry_and_api() -> None:
-    import timm
-
-    import glocal.zoo.models  # noqa: F401 - registers the timm entry points
+    import timm  # the entry points are registered by `import glocal.zoo` (top of this file)
 
     model = timm.create_model("dinat_mini", num_classes=10)
     assert isinstance(model, DiNAT) and model.num_classes == 10 and model.num_features == 512
