@@ -38,6 +38,7 @@ Backends (``backend=``):
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import os
 import warnings
@@ -262,6 +263,7 @@ def na2d_blocked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.T
 _FLEX: dict[str, Any] = {"compile": os.environ.get("GLOCAL_FLEX_COMPILE", "1") not in ("0", "false", "False"),
                          "compiled_fn": None, "failed": None}
 FLEX_BLOCK = 128
+FLEX_RECOMPILE_LIMIT = 64  # compiled FlexAttention graphs kept per process (one per shape and map layout)
 EAGER_FLEX_MAX_BYTES = 4 << 30  # the eager path materialises every score; refuse beyond this
 
 
@@ -345,9 +347,15 @@ def _flex_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any)
 
     if flex_compile_enabled():
         if _FLEX["compiled_fn"] is None:
-            _FLEX["compiled_fn"] = torch.compile(flex_attention)  # automatic dynamic shapes after a recompile
+            # static shapes: on CPU the dynamic-shape recompile fails in C++ codegen (torch 2.15); each (shape,
+            # map layout) compiles once, so allow more recompiles than dynamo's default 8 (a model has ~4 shapes
+            # per resolution and batch size)
+            _FLEX["compiled_fn"] = torch.compile(flex_attention, dynamic=False)
         try:
-            return _FLEX["compiled_fn"](q, k, v, **kwargs)
+            dynamo_config = importlib.import_module("torch._dynamo.config")
+            key = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+            with dynamo_config.patch(**{key: max(FLEX_RECOMPILE_LIMIT, getattr(dynamo_config, key))}):
+                return _FLEX["compiled_fn"](q, k, v, **kwargs)
         except Exception as e:  # noqa: BLE001 - no compiler, unsupported platform, ...: degrade, loudly
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             _FLEX["failed"] = reason
