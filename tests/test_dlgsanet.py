@@ -7,10 +7,11 @@ import math
 
 import pytest
 import torch
+from manifests import assert_matches_manifest, load_manifest, random_checkpoint
+
 from glocal.benchmarks.compute import count_macs
 from glocal.zoo import create_model, resolve
 from glocal.zoo.models.dlgsanet import SparseChannelAttention, dynamic_depthwise_conv, tlc_starts
-from manifests import assert_matches_manifest, load_manifest, random_checkpoint
 
 VARIANTS = [f"{size}_x{scale}" for size in ("tiny", "light", "large") for scale in (2, 3, 4)]
 

@@ -23,8 +23,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 from timm.layers import LayerNorm2d
+
+from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 
 __all__ = ["DLGSANet", "dynamic_depthwise_conv", "tlc_starts"]
 
@@ -400,7 +401,7 @@ def _variant(size: str, scale: int) -> Variant:
         params=_PARAMS[(size, scale)], scale=scale, weights=weights, paper_metrics=metrics,
         preprocessing=Preprocessing(input_size=(3, 240 // scale, 240 // scale), mean=(0.0, 0.0, 0.0),
                                     std=(1.0, 1.0, 1.0), interpolation="bicubic", crop_pct=1.0),
-        resolution_multiple=scale, resolutions=(240, 720), notes=notes)
+        resolution_multiple=1, resolutions=(240, 720), notes=notes)  # output sides (the SR task divides by s)
 
 
 register(ModelCard(
