@@ -288,14 +288,15 @@ def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
 
 
 def run_job(work: Work, job: Job) -> dict[str, Any]:
-    """Run one item and write it atomically: a temp folder renamed into ``items/<id>`` (or a rejection record)."""
+    """Run one item and write it atomically: a temp folder renamed into ``items/<id>`` (or a rejection record).
+
+    ``cpu_seconds``/``wall_seconds`` cover the work and the PNG encoding of the item."""
     from PIL import Image
 
     t0, w0 = time.process_time(), time.perf_counter()
     status, images, meta = work(job)
     meta = {"id": job.item_id, "status": status, "seed": job.seed, "source": Path(job.source).name,
-            "source_sha256": job.sha256, **meta, "cpu_seconds": time.process_time() - t0,
-            "wall_seconds": time.perf_counter() - w0}
+            "source_sha256": job.sha256, **meta}
     out = Path(job.out)
     tag = f".tmp-{job.item_id}-{os.getpid()}"
     if status == "ok":
@@ -307,12 +308,14 @@ def run_job(work: Work, job: Job) -> dict[str, Any]:
         for role, arr in zip(ROLES, images, strict=True):
             Image.fromarray(arr).save(tmp / f"{role}.png")
             meta["files"][role] = f"items/{job.item_id}/{role}.png"
+        meta.update(cpu_seconds=time.process_time() - t0, wall_seconds=time.perf_counter() - w0)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             (out / "rejected" / f"{job.item_id}.json").unlink()
         os.replace(tmp, final)
     else:
+        meta.update(cpu_seconds=time.process_time() - t0, wall_seconds=time.perf_counter() - w0)
         tmp, final = out / "rejected" / f"{tag}.json", out / "rejected" / f"{job.item_id}.json"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(meta, indent=1))
