@@ -172,8 +172,9 @@ def run(
 
 def _run_cells(cells: list[Any], quiet: bool = False) -> list[dict[str, Any]]:
     """Run cells one by one in subprocesses, with a progress bar over cells and over each cell's work."""
-    from glocal.benchmarks.runner import run_cell_subprocess
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from glocal.benchmarks.runner import run_cell_subprocess
 
     records: list[dict[str, Any]] = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from glocal.benchmarks.cell import PRECISIONS, CellSpec
 
 CPU_RULE = {"warmup_iters": 2, "warmup_s": 0.5, "min_iters": 10, "min_s": 2.0, "max_iters": 10_000, "max_s": 60.0}
@@ -73,7 +74,7 @@ def check_device(device: str) -> torch.device:
 def check_weights(variant_name: str, weights: str, resolution: int) -> None:
     """Read the checkpoint and compare it with a meta-device model: keys, shapes, known layouts."""
     from glocal import zoo
-    from glocal.zoo.weights import read_checkpoint, to_native_layout
+    from glocal.zoo.weights import check_keys_and_shapes, read_checkpoint, to_native_layout
 
     card, variant = zoo.resolve(variant_name)
     sd = read_checkpoint(weights)
@@ -81,27 +82,7 @@ def check_weights(variant_name: str, weights: str, resolution: int) -> None:
     with torch.device("meta"):
         model = variant.build(**kwargs)
     sd, _ = to_native_layout(card, sd, origin=str(weights))
-    load_strict_shapes(model, sd, origin=str(weights))
-
-
-def load_strict_shapes(model: torch.nn.Module, sd: dict[str, torch.Tensor], origin: str) -> None:
-    """Key and shape comparison only (works on a meta-device model); the cell does the real strict load."""
-    from glocal.zoo.weights import CheckpointError
-
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        bits = []
-        if missing:
-            bits.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            bits.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if shapes:
-            k = shapes[0]
-            bits.append(f"{len(shapes)} shape mismatches (e.g. {k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)})")
-        raise CheckpointError(f"{origin} does not match {type(model).__name__}: " + "; ".join(bits))
+    check_keys_and_shapes(model.state_dict(), sd, origin=str(weights))  # the cell does the real strict load
 
 
 def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:

@@ -345,6 +345,7 @@ def sample_records() -> list[dict]:
 def sample_cards() -> list[dict]:
     """Model cards as ``ModelCard.to_dict()`` gives them (built from the real dataclasses)."""
     import torch.nn as nn
+
     from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource
 
     def v(name: str, params: int, metrics: tuple = (), **kw: Any) -> Variant:

@@ -24,6 +24,7 @@ from conftest_browser import (
     sample_cards,
     sample_records,
 )
+
 from glocal.leaderboard import charts, data, site, tables
 from glocal.leaderboard.charts import pareto_front
 from glocal.leaderboard.data import RecordError
@@ -555,8 +556,9 @@ def test_make_server_serves_the_site_on_loopback(tmp_path):
 
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
-    from glocal.benchmarks import cli_leaderboard
     from typer.testing import CliRunner
+
+    from glocal.benchmarks import cli_leaderboard
 
     published = tmp_path / "published"
     published.mkdir()

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from glocal import zoo
 from glocal.zoo.registry import ModelCard, UnknownModelError, Variant, normalize
 

@@ -4,6 +4,7 @@ import json
 import multiprocessing as mp
 
 import pytest
+
 from glocal.benchmarks.results import ResultStore, export, load_records_file, new_record, validate_record
 
 

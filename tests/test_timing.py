@@ -4,6 +4,7 @@ import statistics
 
 import numpy as np
 import pytest
+
 from glocal.benchmarks.timing import StopRule, measure, percentile, summarize
 
 

@@ -5,11 +5,12 @@ import pickle
 
 import pytest
 import torch
+from manifests import load_manifest, manifest_shapes, random_checkpoint
+from safetensors.torch import save_file
+
 from glocal import zoo
 from glocal.zoo.models.gcvit import convert_official, detect_layout
 from glocal.zoo.weights import CheckpointError, load_strict, read_checkpoint, unwrap_state_dict
-from manifests import load_manifest, manifest_shapes, random_checkpoint
-from safetensors.torch import save_file
 
 GCVIT_SIZES = ["xxtiny", "xtiny", "tiny", "small", "base"]
 

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import torch.nn as nn
+
 from glocal.zoo.registry import (
     ModelCard,
     PaperMetric,

@@ -106,9 +106,12 @@ def unwrap_state_dict(obj: Any, prefer_ema: bool = False, origin: str = "checkpo
     return tensors
 
 
-def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], origin: str = "checkpoint") -> None:
-    """``load_state_dict(strict=True)`` with one readable line on any key or shape mismatch."""
-    own = model.state_dict()
+def check_keys_and_shapes(own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor],
+                          origin: str = "checkpoint") -> None:
+    """Raise one readable :class:`CheckpointError` on any missing/unexpected key or shape mismatch.
+
+    Works on meta tensors too, so a request can be checked before any model is materialised.
+    """
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     shapes = [
@@ -125,6 +128,11 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], origin
         if shapes:
             parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
         raise CheckpointError(f"{origin} does not match the model: " + "; ".join(parts))
+
+
+def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], origin: str = "checkpoint") -> None:
+    """``load_state_dict(strict=True)`` with one readable line on any key or shape mismatch."""
+    check_keys_and_shapes(model.state_dict(), state_dict, origin)
     model.load_state_dict(state_dict, strict=True)
 
 

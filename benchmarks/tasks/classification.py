@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from glocal.benchmarks.metrics import topk_correct
 from glocal.benchmarks.progress import track
 from glocal.benchmarks.tasks import (

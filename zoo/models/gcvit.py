@@ -13,6 +13,7 @@ import re
 import timm
 import torch
 import torch.nn as nn
+
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 
 
