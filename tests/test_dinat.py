@@ -21,11 +21,14 @@ TINY = dict(embed_dim=16, mlp_ratio=2, depths=(2, 2, 2, 1), num_heads=(1, 2, 4, 
 
 
 @pytest.fixture(autouse=True)
-def _eager_flex():
-    was = na._FLEX["compile"]
+def _eager_flex_one_thread():
+    """Eager FlexAttention (no 30 s compiles) and one thread (a second one mostly spins on a shared machine)."""
+    was, threads = na._FLEX["compile"], torch.get_num_threads()
     na.set_flex_compile(False)
+    torch.set_num_threads(1)
     yield
     na.set_flex_compile(was)
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

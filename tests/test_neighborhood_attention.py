@@ -14,12 +14,15 @@ from glocal.zoo.layers.neighborhood_attention import NeighborhoodAttention2D, Ne
 
 
 @pytest.fixture(autouse=True)
-def _eager_flex():
-    """Tests run FlexAttention eagerly (compiling takes ~30 s per shape on CPU); one slow test compiles."""
-    was = na._FLEX["compile"]
+def _eager_flex_one_thread():
+    """Tests run FlexAttention eagerly (compiling takes ~30 s per shape on CPU; one slow test compiles), on one
+    thread (small tensors: a second thread only spins on a shared machine)."""
+    was, threads = na._FLEX["compile"], torch.get_num_threads()
     na.set_flex_compile(False)
+    torch.set_num_threads(1)
     yield
     na.set_flex_compile(was)
+    torch.set_num_threads(threads)
 
 
 def _qkv(B: int, heads: int, H: int, W: int, D: int, kernel: int, seed: int = 0):
