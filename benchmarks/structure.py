@@ -367,11 +367,6 @@ class Backbone:
                    weights_id=weights_id, preprocessing=_jsonable(cfg))
 
     # --- features ---------------------------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        p = next(self.model.parameters(), None)
-        return p.device if p is not None else torch.device("cpu")
-
     def preprocess(self, image: Any) -> torch.Tensor:
         """PIL image -> normalized (C, H, W) tensor with the model's own evaluation transform."""
         return self.transform(image.convert("RGB") if hasattr(image, "convert") else image)
