@@ -130,6 +130,8 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
         record["weights"] = info.to_dict()
         if info.is_random:
             notes.append("random weights: quality metrics are not computed")
+            if spec.weights != "random":  # found none: say so loudly (the parent shows WARNING lines)
+                print(f"WARNING: {model.glocal_weights_message}", file=sys.stderr, flush=True)
         if callable(getattr(model, "glocal_backends", None)):
             record["settings"]["backends"] = dict(model.glocal_backends())
         params = compute.count_params(model)

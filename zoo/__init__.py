@@ -52,6 +52,7 @@ def create_model(name: str, weights: str | os.PathLike | None = None, *, quiet: 
         print(f"WARNING: {message}", file=sys.stderr)
     model.eval()
     model.glocal_weights = info  # type: ignore[attr-defined]
+    model.glocal_weights_message = message  # type: ignore[attr-defined]
     model.glocal_card = card  # type: ignore[attr-defined]
     model.glocal_variant = variant  # type: ignore[attr-defined]
     return model
