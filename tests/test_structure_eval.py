@@ -28,7 +28,14 @@ from glocal.benchmarks.structure import (
 from glocal.datasets.registry import DatasetError
 from glocal.datasets.structure import load_official, load_triplets
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small CPU models run faster on one thread on a shared machine (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _img(seed: int, size: int = 48) -> Image.Image:
