@@ -45,6 +45,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from glocal.benchmarks.progress import track
+
 CHANCE = 1.0 / 3.0
 DISTANCES = ("cosine", "euclidean")
 PAIRS = ((1, 2), (0, 1), (0, 2))  # index 0 is the disrupted pair (a, b); the original is item 0
@@ -632,15 +634,6 @@ class _Trials(torch.utils.data.Dataset):
         return x, base
 
 
-def _progress(enabled: bool, label: str) -> Any:
-    """A transient rich progress bar over trials, or a null context."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    if not enabled:
-        return contextlib.nullcontext(None)
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-
-
 def evaluate_structure(backbone: str | nn.Module | Backbone, dataset: Any, *, distance: str = "cosine",
                        layer: int | str = "pooled", topk: float | None = None, batch_size: int = 16,
                        device: str | torch.device | None = None, allow_random: bool = False, progress: bool = True,
@@ -676,16 +669,12 @@ def evaluate_structure(backbone: str | nn.Module | Backbone, dataset: Any, *, di
                                          num_workers=workers, shuffle=False)
     dists: list[torch.Tensor] = []
     base_credits: dict[str, list[torch.Tensor]] = {b: [] for b in names}
-    with _progress(progress, f"{bb.name} on {data.name}") as bar:
-        task = bar.add_task("trials", total=n) if bar is not None else None
-        for x, base in loader:
-            b = x.shape[0]
-            emb = bb.embed(x.flatten(0, 1).to(dev), layer=layer, topk=topk).view(b, 3, -1)
-            dists.append(pairwise_distances(emb.cpu(), distance))
-            for name in names:
-                base_credits[name].append(odd_one_out_credit(pairwise_distances(base[name], "euclidean")))
-            if bar is not None:
-                bar.advance(task, b)
+    for x, base in track(loader, total=len(loader), description=f"{bb.name} on {data.name}", enabled=progress):
+        b = x.shape[0]
+        emb = bb.embed(x.flatten(0, 1).to(dev), layer=layer, topk=topk).view(b, 3, -1)
+        dists.append(pairwise_distances(emb.cpu(), distance))
+        for name in names:
+            base_credits[name].append(odd_one_out_credit(pairwise_distances(base[name], "euclidean")))
     d = torch.cat(dists)
     credits = odd_one_out_credit(d)
     result: dict[str, Any] = summarize(credits, resamples=resamples, seed=seed)
