@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import math
 
-import glocal.zoo
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from manifests import assert_matches_manifest, load_manifest, random_checkpoint
+
+import glocal.zoo
 from glocal.benchmarks.compute import count_macs
 from glocal.zoo import CheckpointError, create_model, resolve
 from glocal.zoo.models.svit import SuperTokenAttention, SViT, SViTBlock
 from glocal.zoo.weights import load_strict
-from manifests import assert_matches_manifest, load_manifest, random_checkpoint
 
 VARIANTS = {"svit_small": "S", "svit_base": "B", "svit_large": "L"}
 IDENTITY = torch.eye(9).reshape(9, 1, 3, 3)

@@ -5,6 +5,7 @@ import os
 
 import torch
 import torch.nn as nn
+
 from glocal.zoo.registry import ModelCard, Variant, register
 
 

@@ -22,10 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 
 __all__ = ["SViT", "SuperTokenAttention", "SViTBlock", "CONFIGS"]
 
