@@ -46,6 +46,8 @@ def assert_matches_manifest(model: torch.nn.Module, manifest: dict) -> None:
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     assert not missing and not unexpected, f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+    first = next((i for i, (x, y) in enumerate(zip(sd, expected, strict=True)) if x != y), None)
+    assert first is None, f"state-dict order differs at entry {first}: {list(sd)[first]} vs {list(expected)[first]}"
     wrong = {k: (tuple(sd[k].shape), s) for k, s in expected.items() if tuple(sd[k].shape) != s}
     assert not wrong, f"shape mismatches: {list(wrong.items())[:5]}"
     non_float = manifest.get("non_float32_entries", {})
