@@ -13,6 +13,7 @@ import io
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -77,6 +78,27 @@ def new_record(**fields: Any) -> dict[str, Any]:
     return rec
 
 
+_BUSY_SECONDS = 30.0
+
+
+def _use_wal(con: sqlite3.Connection) -> None:
+    """Switch a store to WAL mode (persistent, so usually already on). Changing the journal mode can return
+    SQLITE_BUSY at once, without the busy handler, while another process creates the same new file, so it
+    is retried here with backoff up to the busy timeout."""
+    deadline = time.monotonic() + _BUSY_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 class ResultStore:
     """Append-only SQLite store of records."""
 
@@ -88,9 +110,8 @@ class ResultStore:
             raise StoreError(f"no result store at {self.path}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA busy_timeout=30000")
+            con = sqlite3.connect(self.path, timeout=_BUSY_SECONDS, isolation_level=None)
+            _use_wal(con)
             con.execute(
                 "CREATE TABLE IF NOT EXISTS records (id TEXT PRIMARY KEY, run_id TEXT, timestamp TEXT, "
                 "family TEXT, variant TEXT, task TEXT, status TEXT, device TEXT, record TEXT NOT NULL)")

@@ -40,7 +40,8 @@ def test_append_is_all_or_nothing(tmp_path):
     assert store.records(model="gcvit") and not store.records(model="dinat")
 
 
-def _writer(path, n, offset):
+def _writer(path, n, offset, start):
+    start.wait()  # all writers open the new store at once (the journal-mode switch races there)
     store = ResultStore(path)
     for i in range(n):
         store.append([make(offset + i)])
@@ -49,14 +50,15 @@ def _writer(path, n, offset):
 def test_concurrent_writers_do_not_corrupt(tmp_path):
     path = tmp_path / "s.sqlite"
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_writer, args=(path, 15, k * 100)) for k in range(2)]
+    start = ctx.Barrier(4)
+    procs = [ctx.Process(target=_writer, args=(path, 15, k * 100, start)) for k in range(4)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
     medians = sorted(r["latency"]["median"] for r in ResultStore(path).records())
-    assert medians == sorted([float(i) for i in range(15)] + [float(100 + i) for i in range(15)])
+    assert medians == sorted(float(k * 100 + i) for k in range(4) for i in range(15))
 
 
 def test_exports_round_trip(tmp_path):
