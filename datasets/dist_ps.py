@@ -46,8 +46,8 @@ Shortcut controls (``tests/test_structure_generators.py``, slow; 64 px, defaults
   steps move far from any start); PS losses pooled over overlapping 32 px windows with a deranged window
   assignment plus the global loss (the original-to-synthesis distance fell by about a third, 2.5 times
   the CPU, poorer convergence). Sliced colour transfer (``colour_iters``, version 2) removes the joint
-  colour-histogram cue (the ``rg``/``by`` chroma-histogram distance gap fell from 0.11/0.14 to 0.04/0.00) but
-  not the spatial ones.
+  colour-histogram cue (on the same 12 syntheses before polishing, the ``rg``/``by`` chroma-histogram
+  distance gap fell from 0.11/0.14 to 0.04/0.00) but not the spatial ones.
 
 A ``dist-ps`` set made from photos therefore mixes global-structure sensitivity with detection of
 synthesised texture; the evaluator reports this in ``shortcut_flags``. ``disrt-style`` (default mode) is the
@@ -157,7 +157,7 @@ def match_histograms(rgb: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def transfer_colours(rgb: np.ndarray, reference: np.ndarray, iters: int = 30, seed: int = 0) -> np.ndarray:
     """Move the joint RGB distribution of ``rgb`` (float, [0, 1] units) onto that of ``reference`` (uint8) by
-    iterated 1-D rank matching along random orthonormal axes (Pitie, Kokaram & Dahitot 2005; sliced optimal
+    iterated 1-D rank matching along random orthonormal axes (Pitié, Kokaram & Dahyot 2005; sliced optimal
     transport). Per-channel matching alone keeps wrong colour *combinations* (channels are synthesised
     independently); this fixes the combinations while moving each pixel little. Deterministic for a seed."""
     if rgb.shape != reference.shape:
