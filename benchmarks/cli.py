@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -150,9 +151,7 @@ def run(
 
         target = None if no_store else ResultStore(store)
         cells, notes = plan(req)
-        records = _run_cells(cells, quiet=as_json)
-        if target is not None:
-            target.append(records)
+        records = _run_cells(cells, quiet=as_json, sink=target.append if target is not None else None)
     except errors as e:
         fail(str(e))
         return
@@ -170,8 +169,10 @@ def run(
         raise typer.Exit(1)
 
 
-def _run_cells(cells: list[Any], quiet: bool = False) -> list[dict[str, Any]]:
-    """Run cells one by one in subprocesses, with a progress bar over cells and over each cell's work."""
+def _run_cells(cells: list[Any], quiet: bool = False,
+               sink: Callable[[list[dict[str, Any]]], Any] | None = None) -> list[dict[str, Any]]:
+    """Run cells one by one in subprocesses, with a progress bar over cells and over each cell's work. Each
+    record goes to ``sink`` (the store) as its cell ends, so an interrupted campaign keeps its finished cells."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from glocal.benchmarks.runner import run_cell_subprocess
@@ -196,6 +197,8 @@ def _run_cells(cells: list[Any], quiet: bool = False) -> list[dict[str, Any]]:
                     err.print(args[0], markup=False, highlight=False)
 
             records.append(run_cell_subprocess(c, on_event))
+            if sink is not None:
+                sink(records[-1:])
             bar.remove_task(inner)
             bar.advance(overall)
     return records
@@ -385,11 +388,12 @@ def datasets_make(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def microbench(ctx: typer.Context, name: str) -> None:
-    """Kernel-level benchmarks: `na` (neighborhood attention backends vs dense), `dehazexl-memory`."""
+    """Kernel-level benchmarks: `na` (neighborhood attention backends vs dense), `dehazexl-memory`, `timer-check`
+    (the harness's CUDA timer against triton's do_bench)."""
     import importlib
 
     modules = {"na": "neighborhood_attention", "neighborhood-attention": "neighborhood_attention",
-               "dehazexl-memory": "dehazexl_memory"}
+               "dehazexl-memory": "dehazexl_memory", "timer-check": "timer_check"}
     if name not in modules:
         fail(f"unknown microbenchmark {name!r} (known: {', '.join(sorted(modules))})")
     mod = importlib.import_module(f"glocal.benchmarks.microbench.{modules[name]}")

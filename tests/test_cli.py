@@ -105,6 +105,26 @@ def test_crash_and_oom_are_recorded_and_do_not_stop_other_cells(plugins, store_p
     assert [r["status"] for r in ResultStore(store_path).records()] == ["error", "oom", "ok"]
 
 
+def test_interrupted_run_keeps_finished_cells_in_the_store(plugins, store_path, monkeypatch):
+    """Records reach the store cell by cell: a campaign killed half-way keeps what it measured."""
+    from glocal.benchmarks import runner as runner_mod
+
+    real, calls = runner_mod.run_cell_subprocess, []
+
+    def first_then_interrupt(spec, on_event=None):
+        calls.append(spec.model)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(spec, on_event)
+
+    monkeypatch.setattr(runner_mod, "run_cell_subprocess", first_then_interrupt)
+    res = bench("run", "--model", "testnet_ok", "--batch-size", "1,2", *FAST)
+    assert res.exit_code == 130  # typer exits 130 on Ctrl-C
+    assert calls == ["testnet_ok", "testnet_ok"]
+    (rec,) = ResultStore(store_path).records()
+    assert rec["status"] == "ok" and rec["settings"]["batch_size"] == 1
+
+
 def _image_folder(root: Path, per_class: int = 3) -> Path:
     from PIL import Image
     from skimage import data
