@@ -47,7 +47,17 @@ Shortcut controls (``tests/test_structure_generators.py``, slow; 64 px, defaults
   assignment plus the global loss (the original-to-synthesis distance fell by about a third, 2.5 times
   the CPU, poorer convergence). Sliced colour transfer (``colour_iters``, version 2) removes the joint
   colour-histogram cue (on the same 12 syntheses before polishing, the ``rg``/``by`` chroma-histogram
-  distance gap fell from 0.11/0.14 to 0.04/0.00) but not the spatial ones.
+  distance gap fell from 0.11/0.14 to 0.04/0.00) but not the spatial ones. Region-wise synthesis was also
+  prototyped (not shipped): k-means the photo into 3 colour/energy regions, synthesise each region's
+  texture from a quilt of its own 16 px patches, lay the textures out on a new random blob map with the
+  same area fractions. It cut the luminance blocks' original-vs-synthesis excess from about 0.14 to 0.04-0.12
+  (6 and 4 photo triplets) but left the chroma-gradient blocks at 0.16-0.21, and the observer still won
+  every trial. Synthesising each region on its principal colour axis alone, or matching colours with smooth
+  (quantile-interpolated) instead of rank transfers, did not help: the unmatched composites already carry
+  the gap. Two side findings: matching global band-wise cross-channel correlations during synthesis does not
+  reduce the chroma-gradient cue, and exact rank matching of an image whose colours are far from the
+  original's spreads equal colours into fine chroma noise (``astronaut`` projected on its first principal
+  axis and matched back keeps 10% of near-zero chroma gradients instead of 37%).
 
 A ``dist-ps`` set made from photos therefore mixes global-structure sensitivity with detection of
 synthesised texture; the evaluator reports this in ``shortcut_flags``. ``disrt-style`` (default mode) is the
