@@ -50,14 +50,15 @@ Shortcut controls (``tests/test_structure_generators.py``, slow; 64 px, defaults
   distance gap fell from 0.11/0.14 to 0.04/0.00) but not the spatial ones. Region-wise synthesis was also
   prototyped (not shipped): k-means the photo into 3 colour/energy regions, synthesise each region's
   texture from a quilt of its own 16 px patches, lay the textures out on a new random blob map with the
-  same area fractions. It cut the luminance blocks' original-vs-synthesis excess from about 0.14 to 0.04-0.12
-  (6 and 4 photo triplets) but left the chroma-gradient blocks at 0.16-0.21, and the observer still won
-  every trial. Synthesising each region on its principal colour axis alone, or matching colours with smooth
-  (quantile-interpolated) instead of rank transfers, did not help: the unmatched composites already carry
-  the gap. Two side findings: matching global band-wise cross-channel correlations during synthesis does not
-  reduce the chroma-gradient cue, and exact rank matching of an image whose colours are far from the
-  original's spreads equal colours into fine chroma noise (``astronaut`` projected on its first principal
-  axis and matched back keeps 10% of near-zero chroma gradients instead of 37%).
+  same area fractions. It did not help: on the same 6 photo triplets the observer's original-vs-synthesis
+  excess was 0.14-0.21 on the luminance blocks and 0.18/0.21 on the chroma-gradient blocks, against
+  0.12-0.18 and 0.14/0.16 for this generator, and the observer won every trial of both. Synthesising each
+  region on its principal colour axis alone (4 triplets), or matching colours with smooth
+  (quantile-interpolated) instead of rank transfers, changed little. Two side findings: matching global
+  band-wise cross-channel correlations during synthesis does not reduce the chroma-gradient cue, and exact
+  rank matching of an image whose colours are far from the original's spreads equal colours into fine
+  chroma noise (``astronaut`` projected on its first principal axis and matched back keeps 10% of
+  near-zero chroma gradients instead of 37%).
 
 A ``dist-ps`` set made from photos therefore mixes global-structure sensitivity with detection of
 synthesised texture; the evaluator reports this in ``shortcut_flags``. ``disrt-style`` (default mode) is the
