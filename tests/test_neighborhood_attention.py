@@ -297,3 +297,14 @@ def test_natten_backend_errors_clearly_when_it_cannot_run() -> None:
     else:
         with pytest.raises(NeighborhoodAttentionError, match="needs the natten package"):
             na2d(q, k, v, rpb, 3, 1, backend="natten")
+
+
+def test_microbench_agreement_bound_scales_with_the_output():
+    """One bf16 ulp of an output near 4-8 (2**-5) must count as agreement; fp32 stays strict."""
+    from glocal.benchmarks.microbench.neighborhood_attention import agreement_bound
+
+    big = torch.tensor([0.5, -6.0])
+    assert agreement_bound(torch.bfloat16, big) == pytest.approx(0.18)
+    assert agreement_bound(torch.bfloat16, big) > 2.0**-5
+    assert agreement_bound(torch.bfloat16, torch.tensor([0.25])) == pytest.approx(3e-2)
+    assert agreement_bound(torch.float32, big) == pytest.approx(6e-4)
