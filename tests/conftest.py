@@ -23,3 +23,17 @@ def _isolated_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 @pytest.fixture
 def store_path(_isolated_store: Path) -> Path:
     return _isolated_store
+
+
+@pytest.fixture
+def eager_flex_one_thread():
+    """FlexAttention eagerly (compiling takes ~30 s per shape on CPU; a slow test compiles on purpose) and one
+    thread (small tensors: a second thread only spins on a shared machine). Used by the NA and DiNAT tests."""
+    from glocal.zoo.layers import neighborhood_attention as na
+
+    was, threads = na._FLEX["compile"], torch.get_num_threads()
+    na.set_flex_compile(False)
+    torch.set_num_threads(1)
+    yield
+    na.set_flex_compile(was)
+    torch.set_num_threads(threads)

@@ -20,15 +20,7 @@ TINY = dict(embed_dim=16, mlp_ratio=2, depths=(2, 2, 2, 1), num_heads=(1, 2, 4, 
             dilations=[[1, 4], [1, 2], [2, 1], [1]], layer_scale=0.5, drop_path_rate=0.1)
 
 
-@pytest.fixture(autouse=True)
-def _eager_flex_one_thread():
-    """Eager FlexAttention (no 30 s compiles) and one thread (a second one mostly spins on a shared machine)."""
-    was, threads = na._FLEX["compile"], torch.get_num_threads()
-    na.set_flex_compile(False)
-    torch.set_num_threads(1)
-    yield
-    na.set_flex_compile(was)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("eager_flex_one_thread")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

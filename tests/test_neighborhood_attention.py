@@ -12,17 +12,7 @@ import torch.nn.functional as F
 from glocal.zoo.layers import neighborhood_attention as na
 from glocal.zoo.layers.neighborhood_attention import NeighborhoodAttention2D, NeighborhoodAttentionError, na2d
 
-
-@pytest.fixture(autouse=True)
-def _eager_flex_one_thread():
-    """Tests run FlexAttention eagerly (compiling takes ~30 s per shape on CPU; one slow test compiles), on one
-    thread (small tensors: a second thread only spins on a shared machine)."""
-    was, threads = na._FLEX["compile"], torch.get_num_threads()
-    na.set_flex_compile(False)
-    torch.set_num_threads(1)
-    yield
-    na.set_flex_compile(was)
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("eager_flex_one_thread")
 
 
 def _qkv(B: int, heads: int, H: int, W: int, D: int, kernel: int, seed: int = 0):
