@@ -5,7 +5,8 @@ A trial is ``(original, disrupted_a, disrupted_b)``. Three layouts are read by :
 **Generated sets** (``bench datasets make dist-ps|disrt-style``), recognised by ``ROOT/manifest.json``::
 
     ROOT/manifest.json                      generator, version, params, seed, items (id, source sha256, status)
-    ROOT/items/<id>/original.png            the source, resized and cropped exactly as its disrupted versions
+    ROOT/items/<id>/original.png            the source, resized and cropped as its disrupted versions (disrt-style
+                                            draws its shared lattice on it; dist-ps renders it by default)
     ROOT/items/<id>/disrupted_a.png
     ROOT/items/<id>/disrupted_b.png
     ROOT/items/<id>/meta.json               per-item record (losses, CPU seconds, seed)
