@@ -84,9 +84,9 @@ coarse global layout given the same kind of local texture, and are not comparabl
 or with DiST's.
 
 Measured with the slow test's 12 photo triplets (``astronaut``, ``coffee``, ``chelsea``, ``rocket``, three
-crops each, 64 px, seed 0), per layout_sigma; observer = ``local_patches``; margin = its original-to-nearest-synthesis distance
-minus the synthesis-to-synthesis distance (positive: the observer wins); layout kept = correlation of the
-6 px-blurred first colour axis with the photo's:
+crops each, 64 px, seed 0), per layout_sigma; observer = ``local_patches``; margin = its
+original-to-nearest-synthesis distance minus the synthesis-to-synthesis distance (positive: the observer
+wins); layout kept = correlation of the 6 px-blurred first colour axis with the photo's:
 
 =================  ===============  =======================  ===============  =====================
 original           observer wins    margin mean (range)      layout kept      CPU s per triplet
