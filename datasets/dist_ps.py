@@ -429,7 +429,7 @@ def _make_item(job: Job) -> tuple[str, list[np.ndarray] | None, dict[str, Any]]:
     meta: dict[str, Any] = {"n_scales": n_scales, "active_axes": int(syn.basis.active.sum()), "original": p["original"]}
     try:
         if p["original"] == "rendered":
-            return _rendered_triplet(syn, img, job.seed, meta)
+            return _rendered_triplet(syn, job.seed, meta)
         outputs, records = [], []
         for k in range(2):
             out, rec = syn.synthesize(_seed(job.seed, k))
@@ -458,7 +458,7 @@ def _not_converged(meta: dict[str, Any], p: dict[str, Any]) -> str | None:
     return None
 
 
-def _rendered_triplet(syn: Synthesizer, img: np.ndarray, seed: int,
+def _rendered_triplet(syn: Synthesizer, seed: int,
                       meta: dict[str, Any]) -> tuple[str, list[np.ndarray] | None, dict[str, Any]]:
     """``original=rendered``: two free syntheses (convergence-checked), then three renderings over the layouts of
     the photo and of each synthesis, colour-matched to the photo. Losses of the renderings list the original
