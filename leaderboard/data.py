@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from glocal.taskspec import view_of
+
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "oom", "error", "skipped")
 WEIGHT_SOURCES = ("package", "file", "hub", "random")
@@ -287,11 +289,8 @@ def memory_value(record: dict) -> tuple[float | None, str]:
 
 
 def tab_of(record: dict) -> str:
-    """The site tab a record belongs to: its task, or ``structure`` for structure-sensitivity runs."""
-    metrics = record.get("metrics") or {}
-    if "structure_sensitivity" in metrics or get(record, "dataset.name") in ("dist", "disrt"):
-        return "structure"
-    return record["task"]
+    """The site tab a record belongs to: its task, or the evaluation view (``structure``) that claims it."""
+    return view_of(record["task"], get(record, "dataset.name"), record.get("metrics"))
 
 
 def device_name(record: dict) -> str:

@@ -23,6 +23,7 @@ from glocal.leaderboard.data import (
     quality,
     slugify,
 )
+from glocal.taskspec import TASKS, TaskSpec
 
 STATUS_LABELS = {"oom": "OOM", "error": "error", "skipped": "skipped"}
 
@@ -85,54 +86,15 @@ class Tab:
         return f"task-{self.slug}.html"
 
 
-TABS: dict[str, Tab] = {
-    t.slug: t
-    for t in (
-        Tab(
-            "classification",
-            "Classification",
-            "top1",
-            "Top-1 (%)",
-            core=True,
-            description="Image classification: top-1/top-5 accuracy on the dataset named, latency and memory "
-            "at the input side shown.",
-        ),
-        Tab(
-            "dehazing",
-            "Dehazing",
-            "psnr",
-            "PSNR (dB)",
-            resolution_label="output side (px)",
-            pareto_by_resolution=True,
-            core=True,
-            description="Single-image dehazing: PSNR/SSIM on RGB in [0, 1] against the clear image, with the "
-            "hazy input as baseline; latency and memory at the output side shown.",
-        ),
-        Tab(
-            "super_resolution",
-            "Super-resolution",
-            "psnr",
-            "PSNR (dB)",
-            resolution_label="output side (px)",
-            pareto_by_resolution=True,
-            core=True,
-            description="Super-resolution: PSNR/SSIM on the Y channel with a border crop equal to the scale, "
-            "with bicubic upscaling as baseline; latency and memory at the output side shown.",
-        ),
-        Tab(
-            "structure",
-            "Structure sensitivity",
-            "structure_sensitivity.accuracy",
-            "odd-one-out accuracy",
-            core=True,
-            description="Global-structure sensitivity (DiST/DiSRT odd-one-out on frozen embeddings): chance "
-            "is 1/3; the local-only baselines show how much a texture-only observer solves.",
-        ),
-        Tab("generation", "Generation", description="Image generation."),
-        Tab("3d", "3D", description="3D reconstruction and novel views."),
-        Tab("efficiency", "Efficiency", description="Latency, memory and compute only."),
-    )
-}
+def _tab(spec: TaskSpec) -> Tab:
+    """A task's tab, read from the task specification (``glocal.taskspec``)."""
+    return Tab(spec.name, spec.title, spec.primary_metric, spec.primary_label, spec.higher_is_better,
+               resolution_label=spec.resolution_label, pareto_by_resolution=spec.per_megapixel,
+               core=spec.name in CORE_TABS, description=spec.description)
+
+
+CORE_TABS = ("classification", "dehazing", "super_resolution", "structure")  # shown even without records
+TABS: dict[str, Tab] = {name: _tab(spec) for name, spec in TASKS.items()}
 
 
 def tab_for(slug: str) -> Tab:

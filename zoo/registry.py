@@ -20,7 +20,8 @@ from typing import Any
 
 import torch.nn as nn
 
-TASKS = ("classification", "dehazing", "super_resolution", "generation", "3d", "efficiency")
+from glocal.taskspec import MODEL_TASKS
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -108,8 +109,8 @@ class ModelCard:
     detect_layout: Callable[[dict], str] | None = None
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.task not in MODEL_TASKS:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {MODEL_TASKS}")
         if not self.variants:
             raise ValueError(f"model card {self.family!r} has no variants")
         if not self.default_variant:
