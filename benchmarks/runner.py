@@ -329,6 +329,6 @@ def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool
     if not spec.threads:
         settings.pop("threads")
     record = cell_record(spec, card, variant, task.name, settings, environment(torch.device(spec.device)),
-                         status=status, error=f"{why}{': ' + last if last else ''}")
+                         status=status, error=f"{why}{': ' + last if last and status == 'error' else ''}")
     record["notes"] = list(tail[-3:])
     return record
