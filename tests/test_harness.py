@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from glocal.benchmarks.cell import CellSpec
 from glocal.benchmarks.cli import app
 from glocal.benchmarks.results import ResultStore
-from glocal.benchmarks.runner import RunRequest, crash_record, plan, reproduce_command
+from glocal.benchmarks.runner import RunRequest, crash_record, plan, remove_stale_cell_dirs, reproduce_command
 from glocal.record import cell_key, validate_record
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -123,3 +123,36 @@ def test_crashed_and_finished_cells_share_their_settings(plugins):
     assert finished["status"] == "ok"
     assert {k: v for k, v in finished["settings"].items() if k != "stop_rule"} == \
         {k: v for k, v in crashed["settings"].items() if k != "stop_rule"}
+
+
+def test_killing_bench_run_leaves_no_cell_process_or_temp_folder(plugins, store_path, tmp_path):
+    """kill -9 of a multi-cell `bench run` at (seeded) random points: cells end with it, their work folders go,
+    and the store holds only whole, valid records."""
+    import random
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    rng = random.Random(0)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    cmd = [sys.executable, "-m", "glocal", "run", "--model", "testnet_ok", "--batch-size", "1,2,3", *FAST, "--json"]
+    for delay in (rng.uniform(1.0, 6.0) for _ in range(3)):
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"cells outlived their parent (killed after {delay:.1f} s)"
+        deadline = time.monotonic() + 5
+        while any(tmp.glob("glocal-cell-*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        remove_stale_cell_dirs(tmp)  # what the next run does for a cell that had finished just before the kill
+        assert not list(tmp.glob("glocal-cell-*"))
+    for rec in ResultStore(store_path).records():
+        validate_record(rec)
+        assert rec["status"] == "ok"
