@@ -85,7 +85,7 @@ def test_methods_run_side_by_side_with_their_workload(plugins):
     (["--resolution", "0"], "--resolution: expected positive integers, got '0'"),
     (["--min-time", "nan"], "--min-time must be a finite number"),
     (["--warmup-time", "inf"], "--warmup-time must be a finite number"),
-    (["--min-iters", "1000000000"], "--min-iters must be a finite number between 0 and 1e+06"),
+    (["--min-iters", "1000000000"], "--min-iters must be a finite number between 1 and 1e+06"),
 ])
 def test_bad_requests_are_refused_before_anything_runs(plugins, store_path, args, message):
     assert message in one_line_error("--model", "testnet_ok", *args)
