@@ -182,8 +182,7 @@ def exit_if_reimported() -> None:
     (no ``__main__`` guard). The worker would otherwise start its own pool and die with a traceback; the
     parent reports the cause once, as :data:`GUARD_HINT`. ``_inheriting`` is the flag multiprocessing itself
     checks for this case (``spawn._check_not_importing_main``)."""
-    if multiprocessing.parent_process() is not None and getattr(multiprocessing.current_process(), "_inheriting",
-                                                                False):
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # set only while a spawned child prepares
         raise SystemExit(1)
 
 
@@ -204,5 +203,5 @@ def run_jobs(fn: Callable[[J], R], jobs: Iterable[J], *, workers: int = 1, descr
                                  initializer=initializer) as pool:
             futures = [pool.submit(fn, j) for j in jobs]
             yield from track((f.result() for f in as_completed(futures)), **bar)
-    except BrokenProcessPool as e:
-        raise DatasetError(GUARD_HINT) from e
+    except BrokenProcessPool:
+        raise DatasetError(GUARD_HINT) from None  # the pool's own error says nothing more
