@@ -21,16 +21,12 @@ from typing import Any
 import numpy as np
 
 
-class ObserverError(ValueError):
-    """A bad observer setting (one line)."""
-
-
 def pixel_histogram_features(image: Any, bins: int = 32) -> np.ndarray:
     """Per-channel RGB histograms (``bins`` per channel, each normalised), square-rooted (Hellinger embedding)."""
     a = np.asarray(image.convert("RGB"), dtype=np.uint8).reshape(-1, 3)
     shift = 8 - int(round(math.log2(bins)))
     if 1 << (8 - shift) != bins:
-        raise ObserverError(f"pixel histogram bins must be a power of two up to 256, got {bins}")
+        raise ValueError(f"pixel histogram bins must be a power of two up to 256, got {bins}")
     hist = [np.bincount(a[:, c] >> shift, minlength=bins) / a.shape[0] for c in range(3)]
     return np.sqrt(np.concatenate(hist) / 3.0)
 
