@@ -38,13 +38,15 @@ def format_event(kind: str, *args: Any) -> str:
 
 
 def emit_event(kind: str, *args: Any) -> None:
-    """Send one event to the parent process (a protocol line on stderr, flushed at once)."""
-    print(format_event(kind, *args), file=sys.stderr, flush=True)
+    """Send one event to the parent process (a protocol line on stderr, flushed at once); nothing outside a
+    cell subprocess."""
+    if in_cell():
+        print(format_event(kind, *args), file=sys.stderr, flush=True)
 
 
 def emit_stage(name: str) -> None:
-    """A new stage of the cell's work begins (``build``, ``latency``, ``evaluate:set5``...)."""
-    emit_event("stage", name)
+    """A new stage of the cell's work begins (``build``, ``latency``, ``evaluate:set5``...; spaces become ``-``)."""
+    emit_event("stage", name.replace(" ", "-"))
 
 
 def emit_iter(done: int) -> None:
@@ -69,16 +71,15 @@ def parse_event(line: str) -> tuple[str, list[str]] | None:
 # Rich bars
 
 
-def progress_bar(*, elapsed: bool = False, remaining: bool = True, transient: bool = True, disable: bool = False,
-                 console: Any = None) -> Any:
-    """The rich ``Progress`` every bar of glocal is drawn with: description, bar, done/total, then the elapsed
-    and/or remaining time. ``transient`` bars vanish when they end; ``console`` defaults to rich's (stdout)."""
+def progress_bar(console: Any = None, disable: bool = False, *, transient: bool = True) -> Any:
+    """The one rich progress bar of the project (description, bar, n/total, elapsed, remaining), drawn on
+    stderr (or ``console``); a ``transient`` bar is removed when done (a generator's stays as a summary)."""
     from rich import progress as rp
+    from rich.console import Console
 
-    columns: list[Any] = [rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn()]
-    columns += [rp.TimeElapsedColumn()] if elapsed else []
-    columns += [rp.TimeRemainingColumn()] if remaining else []
-    return rp.Progress(*columns, transient=transient, disable=disable, console=console)
+    return rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                       rp.TimeElapsedColumn(), rp.TimeRemainingColumn(), console=console or Console(stderr=True),
+                       transient=transient, disable=disable)
 
 
 def apply_event(bar: Any, task: Any, label: str, kind: str, args: list[str]) -> bool:
@@ -97,9 +98,9 @@ def apply_event(bar: Any, task: Any, label: str, kind: str, args: list[str]) -> 
 
 
 def track(items: Iterable[T], total: int | None = None, description: str = "working", enabled: bool = True, *,
-          transient: bool = True, elapsed: bool = False) -> Iterator[T]:
+          transient: bool = True) -> Iterator[T]:
     """Iterate with a progress bar (``total`` defaults to ``len(items)`` when it has one); inside a cell, send
-    ``progress`` events instead (about a hundred per loop). ``transient``/``elapsed`` as in :func:`progress_bar`."""
+    ``progress`` events instead (about a hundred per loop). ``transient`` as in :func:`progress_bar`."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     if not enabled:
@@ -112,7 +113,7 @@ def track(items: Iterable[T], total: int | None = None, description: str = "work
             if i % step == 0 or i == total:
                 emit_progress(i, total, description)
         return
-    with progress_bar(transient=transient, elapsed=elapsed) as bar:
+    with progress_bar(transient=transient) as bar:
         task = bar.add_task(description, total=total)
         for item in items:
             yield item

@@ -194,7 +194,7 @@ def run_jobs(fn: Callable[[J], R], jobs: Iterable[J], *, workers: int = 1, descr
     jobs = list(jobs)
     if workers < 1:
         raise DatasetError(f"workers must be at least 1, got {workers}")
-    bar = {"total": len(jobs), "description": description, "enabled": progress, "transient": False, "elapsed": True}
+    bar = {"total": len(jobs), "description": description, "enabled": progress, "transient": False}
     if workers == 1 or len(jobs) < 2:
         yield from track((fn(j) for j in jobs), **bar)
         return

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
-
 from glocal.benchmarks import progress as P
 
 
-def test_event_lines_round_trip(capsys):
+def test_event_lines_round_trip(monkeypatch, capsys):
+    P.emit_stage("precision check")
+    assert capsys.readouterr().err == ""  # outside a cell: silent
+    monkeypatch.setenv("GLOCAL_CELL", "1")
+    P.emit_stage("precision check")
     P.emit_stage("evaluate:set5")
     P.emit_iter(17)
     P.emit_progress(3, 40, "gcvit on dist")
     P.emit_progress(2, None, "open-ended")
     lines = capsys.readouterr().err.splitlines()
-    assert lines == ["@@glocal stage evaluate:set5", "@@glocal iter 17", "@@glocal progress 3 40 gcvit_on_dist",
-                     "@@glocal progress 2 0 open-ended"]
-    assert [P.parse_event(x) for x in lines] == [("stage", ["evaluate:set5"]), ("iter", ["17"]),
-                                                  ("progress", ["3", "40", "gcvit_on_dist"]),
+    assert lines == ["@@glocal stage precision-check", "@@glocal stage evaluate:set5", "@@glocal iter 17",
+                     "@@glocal progress 3 40 gcvit_on_dist", "@@glocal progress 2 0 open-ended"]
+    assert [P.parse_event(x) for x in lines] == [("stage", ["precision-check"]), ("stage", ["evaluate:set5"]),
+                                                  ("iter", ["17"]), ("progress", ["3", "40", "gcvit_on_dist"]),
                                                   ("progress", ["2", "0", "open-ended"])]
     for other in ("WARNING: random weights", "@@glocal", "@@glocalx stage a", ""):
         assert P.parse_event(other) is None
@@ -52,12 +54,9 @@ def test_apply_event_updates_the_cell_row():
     ]
 
 
-@pytest.mark.parametrize(("kw", "columns"), [
-    ({}, ["TextColumn", "BarColumn", "MofNCompleteColumn", "TimeRemainingColumn"]),
-    ({"elapsed": True, "remaining": False}, ["TextColumn", "BarColumn", "MofNCompleteColumn", "TimeElapsedColumn"]),
-    ({"elapsed": True}, ["TextColumn", "BarColumn", "MofNCompleteColumn", "TimeElapsedColumn",
-                         "TimeRemainingColumn"]),
-])
-def test_progress_bar_columns(kw, columns):
-    bar = P.progress_bar(disable=True, **kw)
-    assert [type(c).__name__ for c in bar.columns] == columns
+def test_progress_bar_is_one_style_on_stderr():
+    bar = P.progress_bar(disable=True)
+    assert [type(c).__name__ for c in bar.columns] == ["TextColumn", "BarColumn", "MofNCompleteColumn",
+                                                       "TimeElapsedColumn", "TimeRemainingColumn"]
+    assert bar.console.stderr and bar.live.transient
+    assert not P.progress_bar(transient=False).live.transient
