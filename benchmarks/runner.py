@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from glocal.benchmarks.cell import PRECISIONS, CellSpec
+from glocal.benchmarks.progress import parse_event
 
 CPU_RULE = {"warmup_iters": 2, "warmup_s": 0.5, "min_iters": 10, "min_s": 2.0, "max_iters": 10_000, "max_s": 60.0}
 CUDA_RULE = {"warmup_iters": 10, "warmup_s": 2.0, "min_iters": 50, "min_s": 5.0, "max_iters": 100_000, "max_s": 120.0}
@@ -326,10 +327,10 @@ def _read_events(proc: subprocess.Popen, on_event: Callable[[str, list[str]], No
     assert proc.stderr is not None
     for line in proc.stderr:
         line = line.rstrip("\n")
-        if line.startswith("@@glocal "):
-            kind, *args = line.split()[1:]
+        event = parse_event(line)
+        if event is not None:
             if on_event:
-                on_event(kind, args)
+                on_event(*event)
         elif line.strip():
             tail = (tail + [line])[-20:]
             if on_event:

@@ -214,7 +214,7 @@ def run_cells(cells: list[Any], quiet: bool = False, sink: Any = None, launcher:
     cells and over each cell's work. Each record goes to ``sink`` (the store) as its cell ends, so an interrupted
     campaign keeps its finished cells."""
     from glocal.benchmarks.launchers import LocalLauncher
-    from glocal.benchmarks.progress import progress_bar
+    from glocal.benchmarks.progress import apply_event, progress_bar
 
     launcher = launcher or LocalLauncher()
     records: dict[int, dict[str, Any]] = {}
@@ -229,14 +229,7 @@ def run_cells(cells: list[Any], quiet: bool = False, sink: Any = None, launcher:
         def on_event(i: int, kind: str, args: list[str]) -> None:
             if i not in inner:
                 inner[i] = bar.add_task(f"  {label(i)}: starting", total=None)
-            if kind == "stage":
-                bar.update(inner[i], description=f"  {label(i)}: {args[0]}", total=None, completed=0)
-            elif kind == "iter":
-                bar.update(inner[i], completed=int(args[0]))
-            elif kind == "progress":
-                bar.update(inner[i], completed=int(args[0]), total=int(args[1]) or None,
-                           description=f"  {label(i)}: {args[2] if len(args) > 2 else ''}")
-            elif kind == "log" and args[0].startswith("WARNING"):
+            if not apply_event(bar, inner[i], label(i), kind, args) and kind == "log" and args[0].startswith("WARNING"):
                 err.print(args[0], markup=False, highlight=False)
 
         def on_record(i: int, record: dict[str, Any]) -> None:
