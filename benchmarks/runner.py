@@ -93,7 +93,23 @@ def check_weights(variant_name: str, weights: str, resolution: int) -> None:
     with torch.device("meta"):
         model = variant.build(**kwargs)
     sd, _ = to_native_layout(card, sd, origin=str(weights))
-    check_keys_and_shapes(model.state_dict(), sd, origin=str(weights))  # the cell does the real strict load
+    expected = model.state_dict()
+    check_keys_and_shapes(expected, sd, origin=str(weights))  # the cell does the real strict load
+    check_tensor_values(expected, sd, origin=str(weights))
+
+
+def check_tensor_values(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], origin: str) -> None:
+    """Garbage weights are refused, not scored: a floating-point tensor of the model must come as floating point
+    (not int64 or bool), and every floating-point value must be finite."""
+    from glocal.zoo.weights import CheckpointError
+
+    for key, ref in expected.items():
+        t = sd[key]
+        if ref.is_floating_point() and not t.is_floating_point():
+            raise CheckpointError(f"{origin}: {key} is {str(t.dtype).removeprefix('torch.')}; the model expects "
+                                  "floating point")
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{origin}: {key} holds NaN or infinite values")
 
 
 def _check_methods(req: RunRequest) -> list[dict[str, Any] | None]:
@@ -155,13 +171,14 @@ def _check_method_applies(model: str, method: dict[str, Any]) -> None:
 def _datasets(model: str, req: RunRequest, task: Any, notes: list[str]) -> list[str]:
     """The datasets a model's first cell scores: the request's (checked), else the task's default."""
     from glocal import zoo
-    from glocal.benchmarks.tasks import DatasetSpec, get_evaluator
+    from glocal.benchmarks.tasks import DatasetSpec, check_dataset, get_evaluator
 
     card, variant = zoo.resolve(model)
     for ds in (DatasetSpec.parse(d) for d in req.datasets):
-        get_evaluator(ds, task.name)
+        entry = get_evaluator(ds, task.name)
         if ds.path is not None and not ds.path.exists():
             raise RunError(f"dataset folder not found: {ds.path}")
+        check_dataset(entry, card, variant, ds)
     if req.datasets:
         return list(req.datasets)
     default = task.default_dataset(card, variant)

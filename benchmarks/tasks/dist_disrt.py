@@ -10,6 +10,7 @@ release in the layout documented in :mod:`glocal.datasets.triplets`. Dataset opt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -59,15 +60,29 @@ def run_structure(test: str, model: torch.nn.Module, card: Any, variant: Any, sp
     return EvalResult(metrics={"structure_sensitivity": res}, dataset=dataset)
 
 
-@register_evaluator("dist", ("classification",), description="DiST odd-one-out structure sensitivity "
-                    "(official layout or a dist-ps set), with local-only baselines")
+def _open(test: str) -> Callable[[Any, Any, DatasetSpec], Any]:
+    """The ``open`` hook: options checked and the triplet folder loaded (its layout validated)."""
+
+    def open_triplets(card: Any, variant: Any, spec: DatasetSpec) -> Any:
+        if spec.path is None:
+            raise TaskError(f"--dataset {test} needs a folder: --dataset {test}=PATH")
+        _options(spec)
+        return load_triplets(spec.path, expect=test)
+
+    return open_triplets
+
+
+@register_evaluator("dist", ("classification",), open=_open("dist"),
+                    description="DiST odd-one-out structure sensitivity (official layout or a dist-ps set), with "
+                    "local-only baselines")
 def dist(model: torch.nn.Module, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
     """DiST-style global-structure sensitivity (odd-one-out on pooled features)."""
     return run_structure("dist", model, card, variant, spec, ctx)
 
 
-@register_evaluator("disrt", ("classification",), description="DiSRT odd-one-out spatial-relationship "
-                    "sensitivity (official layout or a disrt-style set), with local-only baselines")
+@register_evaluator("disrt", ("classification",), open=_open("disrt"),
+                    description="DiSRT odd-one-out spatial-relationship sensitivity (official layout or a disrt-style "
+                    "set), with local-only baselines")
 def disrt(model: torch.nn.Module, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
     """DiSRT-style spatial-relationship sensitivity (odd-one-out on pooled features)."""
     return run_structure("disrt", model, card, variant, spec, ctx)
