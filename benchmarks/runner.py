@@ -322,6 +322,7 @@ def run_cell_subprocess(spec: CellSpec, on_event: Callable[[str, list[str]], Non
             proc.kill()
 
         timer = threading.Timer(spec.timeout, expire) if spec.timeout else None
+        oom_kills = _oom_kills()
         if timer is not None:
             timer.start()
         try:
@@ -335,7 +336,9 @@ def run_cell_subprocess(spec: CellSpec, on_event: Callable[[str, list[str]], Non
                 proc.wait()
         if code == 0 and out_path.exists():
             return json.loads(out_path.read_text())
-        return crash_record(spec, code, tail, timed_out=expired.is_set())
+        after = _oom_kills()
+        oom_killed = None if oom_kills is None or after is None else after > oom_kills
+        return crash_record(spec, code, tail, timed_out=expired.is_set(), oom_killed=oom_killed)
 
 
 def _read_events(proc: subprocess.Popen, on_event: Callable[[str, list[str]], None] | None) -> list[str]:
@@ -355,8 +358,23 @@ def _read_events(proc: subprocess.Popen, on_event: Callable[[str, list[str]], No
     return tail
 
 
-def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool = False) -> dict[str, Any]:
-    """The record of a cell whose process died before writing its own (same settings as a finished one)."""
+def _oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has ended in this cgroup (None where unknown)."""
+    try:
+        text = Path("/sys/fs/cgroup/memory.events").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool = False,
+                 oom_killed: bool | None = None) -> dict[str, Any]:
+    """The record of a cell whose process died before writing its own (same settings as a finished one). A
+    SIGKILL is ``oom`` only when the kernel counted an out-of-memory kill meanwhile; otherwise it is an error."""
     from glocal.benchmarks.cell import resolve_cell
     from glocal.benchmarks.environment import environment
     from glocal.record import cell_record, cell_settings
@@ -367,8 +385,11 @@ def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool
     last = next((line for line in reversed(tail) if line.strip()), "")
     if timed_out:
         status, why = "timeout", f"past its time limit of {spec.timeout:g} s"
+    elif killed and oom_killed:
+        status, why = "oom", "killed by the kernel's out-of-memory killer"
     elif killed:
-        status, why = "oom", "killed by SIGKILL (likely out of memory)"
+        status, why = "error", ("killed by SIGKILL" + (" (possibly the out-of-memory killer)" if oom_killed is None
+                                                       else " (not by the out-of-memory killer)"))
     else:
         status, why = "error", f"process exited with code {code}"
     settings = cell_settings(spec, res, [spec.batch_size, *shape] if shape else None, spec.threads or 0)

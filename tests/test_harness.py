@@ -254,3 +254,10 @@ def test_a_checkpoint_is_checked_at_every_requested_resolution(tmp_path, store_p
     line = one_line_error("--model", "gcvit_xxtiny", "--weights", str(path), "--resolution", "64,96")
     assert "does not match the model" in line
     assert not store_path.exists()
+
+
+def test_oom_means_out_of_memory_only(plugins, store_path):
+    res = runner.invoke(app, ["run", "--model", "testnet_sigkill", "--model", "testnet_cpu_oom", *FAST, "--json"])
+    killed, cpu_oom = json.loads(res.stdout)
+    assert killed["status"] == "error" and killed["error"].startswith("killed by SIGKILL")
+    assert cpu_oom["status"] == "oom" and "can't allocate memory" in cpu_oom["error"]
