@@ -3,7 +3,7 @@
 The cell builds the model, measures memory (its own pass), latency, compute, the reduced-precision
 error against fp32, scores datasets when the weights are pretrained, and writes one record to OUT
 atomically. A crash or an out-of-memory here cannot touch the other cells or their memory peaks.
-Progress goes to stderr as ``@@glocal`` lines (:mod:`glocal.benchmarks.progress`) that the parent draws.
+Progress goes to stderr as ``@@glocal`` lines (:mod:`glocal.progress`) that the parent draws.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from glocal.benchmarks.progress import emit_iter, emit_stage
+from glocal.progress import emit_iter, emit_stage
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from glocal.benchmarks.cell import PRECISIONS, CellSpec
-from glocal.benchmarks.progress import parse_event
+from glocal.progress import parse_event
 
 CPU_RULE = {"warmup_iters": 2, "warmup_s": 0.5, "min_iters": 10, "min_s": 2.0, "max_iters": 10_000, "max_s": 60.0}
 CUDA_RULE = {"warmup_iters": 10, "warmup_s": 2.0, "min_iters": 50, "min_s": 5.0, "max_iters": 100_000, "max_s": 120.0}

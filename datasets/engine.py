@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from glocal.benchmarks.progress import track
 from glocal.datasets.registry import DatasetError
 from glocal.hashing import sha256_file
+from glocal.progress import track
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -82,12 +82,26 @@ def parse_options(options: dict[str, Any], schema: dict[str, tuple[type, Any, st
     return out
 
 
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike) -> Iterator[Any]:
+    """``PIL.Image.open`` whose failures (not an image, truncated, a decompression bomb) are one
+    :class:`DatasetError` line naming the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            yield im
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+
+
 def load_rgb(path: str | os.PathLike, size: int | None = None, *, reducing_gap: float | None = None) -> np.ndarray:
     """A source image as RGB uint8 (H, W, 3); with ``size``, the shorter side resized to ``size`` (Pillow
     bicubic, antialiased; ``reducing_gap`` as in ``Image.resize``) and the centre ``size`` x ``size`` cropped."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with open_image(path) as im:
         im = im.convert("RGB")
         if size is not None:
             s = size / min(im.size)

@@ -28,7 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from glocal.datasets.engine import load_rgb, read_manifest, remove_stale, run_jobs, save_png, sha256_file, write_json
+from glocal.datasets.engine import (
+    load_rgb,
+    open_image,
+    read_manifest,
+    remove_stale,
+    run_jobs,
+    save_png,
+    sha256_file,
+    write_json,
+)
 from glocal.datasets.registry import DatasetError, image_files, register_generator
 
 GENERATOR = "8kdehaze-synth"
@@ -128,11 +137,9 @@ def parameters() -> dict[str, Any]:
 
 
 def _expected_size(path: Path, size: int | None) -> tuple[int, int]:
-    from PIL import Image
-
     if size is not None:
         return size, size
-    with Image.open(path) as im:
+    with open_image(path) as im:
         return im.size[1], im.size[0]
 
 

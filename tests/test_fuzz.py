@@ -222,3 +222,25 @@ def _finite_nonneg(text: str) -> bool:
 
 def test_fuzz_leaves_the_environment_clean():
     assert "GLOCAL_CELL" not in os.environ
+
+
+def test_leaderboard_build_refuses_deep_json_and_corrupt_stores(place, tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"SQLite format 3\x00" + b"\x01" * 4000)
+    for path, message in ((deep, "nested too deeply"), (bad, "cannot open result store")):
+        res = runner.invoke(app, ["leaderboard", "build", "--out", str(tmp_path / "site"), "--results", str(path),
+                                  "--no-charts"])
+        assert res.exit_code == 2 and message in res.stderr and "Traceback" not in res.output
+        assert len(res.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "site").exists()
+
+
+def test_datasets_make_on_corrupt_images_is_one_line(place, tmp_path):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    res = runner.invoke(app, ["datasets", "make", "disrt-style", "--from", str(src), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "cannot read image" in res.stderr and "a.jpg" in res.stderr
+    assert "Traceback" not in res.output

@@ -1,4 +1,4 @@
-"""The ``@@glocal`` progress protocol and the rich bar factory (glocal.benchmarks.progress)."""
+"""The ``@@glocal`` progress protocol and the rich bar factory (glocal.progress)."""
 
 from __future__ import annotations
 

@@ -214,7 +214,7 @@ def run_cells(cells: list[Any], quiet: bool = False, sink: Any = None, launcher:
     cells and over each cell's work. Each record goes to ``sink`` (the store) as its cell ends, so an interrupted
     campaign keeps its finished cells."""
     from glocal.benchmarks.launchers import LocalLauncher
-    from glocal.benchmarks.progress import apply_event, progress_bar
+    from glocal.progress import apply_event, progress_bar
 
     launcher = launcher or LocalLauncher()
     records: dict[int, dict[str, Any]] = {}

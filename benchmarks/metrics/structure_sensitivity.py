@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from glocal.benchmarks.embeddings import Backbone, EmbeddingError, check_topk
 from glocal.benchmarks.metrics.texture_observers import OBSERVERS
-from glocal.benchmarks.progress import track
+from glocal.progress import track
 
 CHANCE = 1.0 / 3.0
 DISTANCES = ("cosine", "euclidean")

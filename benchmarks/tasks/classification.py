@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from glocal.benchmarks.metrics import topk_correct
-from glocal.benchmarks.progress import track
 from glocal.benchmarks.tasks import (
     DatasetSpec,
     EvalContext,
@@ -17,6 +16,7 @@ from glocal.benchmarks.tasks import (
     register_evaluator,
     register_task,
 )
+from glocal.progress import track
 
 
 class ClassificationTask(Task):

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 
 from glocal.benchmarks.metrics.image_quality import psnr_per_image, ssim_per_image
-from glocal.benchmarks.progress import track
 from glocal.benchmarks.tasks import (
     DatasetSpec,
     EvalContext,
@@ -38,6 +37,7 @@ from glocal.benchmarks.tasks import (
     register_evaluator,
     register_task,
 )
+from glocal.progress import track
 
 DEFAULT_RESOLUTION = 256
 DEHAZE_PROTOCOL = ("RGB PSNR/SSIM on float outputs clamped to [0, 1] (data range 1, no border crop, no "

@@ -5,7 +5,9 @@ This module owns both. A cell subprocess (``GLOCAL_CELL=1``) reports on stderr w
 :func:`emit_iter`, :func:`emit_progress`) and read back by :func:`parse_event`; the parent draws them with
 :func:`apply_event` on a bar made by :func:`progress_bar`, the one factory of rich progress bars. Loops use
 :func:`track`, which speaks the protocol inside a cell and draws a bar elsewhere. Only the standard library
-is imported at module level (rich when a bar is drawn), so dataset worker processes can import it cheaply.
+is imported at module level (rich when a bar is drawn), so dataset worker processes can import it cheaply;
+it lives at the package root because the harness, the datasets and the zoo all use it (dependencies flow
+benchmarks -> zoo, datasets, never back).
 
 Event kinds: ``stage NAME`` (a new measurement stage), ``iter N`` (N iterations done, total unknown),
 ``progress DONE TOTAL DESCRIPTION`` (TOTAL 0 when unknown; spaces in DESCRIPTION become ``_``).
