@@ -176,6 +176,11 @@ def run(
         cudnn_benchmark=cudnn_benchmark, threads=threads, datasets=list(dataset or []),
         eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout, measure=not eval_only,
     )
+    from glocal.benchmarks.distributed import env_world
+
+    if env_world()[1] > 1:
+        run_sharded(req, None if no_store else ResultStore(store), as_json)
+        return
     with errors_as_one_line():
         target = None if no_store else ResultStore(store)
         cells, notes = plan(req)
@@ -197,6 +202,38 @@ def run(
             out.print(f"{len(records)} record(s) appended to {target.path}", highlight=False)
     if all(r["status"] != "ok" for r in records):
         raise typer.Exit(1)
+
+
+def run_sharded(req: Any, target: Any, as_json: bool) -> None:
+    """Under torchrun: every rank evaluates its share of each dataset in-process (no timing pass); rank 0 stores
+    and prints the records, whose metrics equal one process's."""
+    from glocal.benchmarks import distributed
+    from glocal.benchmarks.cell import run_cell
+    from glocal.benchmarks.runner import RunError, plan
+
+    rank, world, local_rank = distributed.env_world()
+    with errors_as_one_line():
+        if not req.datasets:
+            raise RunError(f"torchrun with {world} processes shards dataset evaluation: pass --dataset NAME=PATH")
+        req.measure = False
+        if req.device == "cuda":
+            req.device = f"cuda:{local_rank}"
+        cells, notes = plan(req)
+        if target is not None and rank == 0:
+            target.check_writable()
+        distributed.init(req.device)
+        records = []
+        for cell in cells:
+            record = run_cell(cell)
+            if rank == 0 and target is not None:
+                target.append([record])
+            records.append(record)
+    if rank != 0:
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(records, indent=1, allow_nan=False) + "\n")
+    else:
+        render_records(records, notes)
 
 
 def _check_writable(path: Path) -> None:
