@@ -259,7 +259,11 @@ class QwenVisionScorer(TokenScorer):
         """Per image ``(t*h*w/4,)`` scores of the merged tokens (a list: images differ in size)."""
         per_patch = torch.cat(sums, dim=1)[0] / self.heads  # chunks arrive in window order
         merged = per_patch.view(-1, self.unit).mean(dim=-1)
-        window_index, _ = self.visual.get_window_index(grid_thw)
+        from transformers.vision_utils import get_vision_window_index
+
+        v = self.visual
+        window_index, _ = get_vision_window_index(grid_thw, spatial_merge_size=v.spatial_merge_size,
+                                                  window_size=v.window_size, patch_size=v.patch_size, kwargs={})
         raster = merged[torch.argsort(window_index.to(merged.device))]
         sizes = (grid_thw.prod(-1) // self.unit).tolist()
         return list(torch.split(raster, sizes))
@@ -411,9 +415,10 @@ class HiPruneVLM(nn.Module):
         return self.host.prefill_inputs(self.model, select=self.select, **inputs)
 
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                image_grid_thw: torch.Tensor | None = None, **kwargs: Any) -> Any:
+                image_grid_thw: torch.Tensor | None = None, mm_token_type_ids: torch.Tensor | None = None,
+                **kwargs: Any) -> Any:
         inputs = self.prefill_inputs(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
-                                     image_grid_thw=image_grid_thw)
+                                     image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids)
         return self.model(**inputs, **kwargs)
 
     def remove(self) -> nn.Module:
