@@ -361,16 +361,12 @@ def grid_side(num_tokens: int) -> int:
 # ------------------------------------------------------------------------------------------ VLM wrapper
 def host_module(model: nn.Module) -> Any:
     """The zoo host file (``prefill_inputs``) for a transformers VLM: LLaVA or Qwen2.5-VL."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type == "llava":
-        from glocal.zoo.models import llava
+    from glocal.zoo.models._vlm import VisualTokenError, host_for
 
-        return llava
-    if model_type == "qwen2_5_vl":
-        from glocal.zoo.models import qwen_vl
-
-        return qwen_vl
-    raise HiPruneError(f"HiPrune applies to LLaVA and Qwen2.5-VL hosts, not {type(model).__name__}")
+    try:
+        return host_for(model)
+    except VisualTokenError:
+        raise HiPruneError(f"HiPrune applies to LLaVA and Qwen2.5-VL hosts, not {type(model).__name__}") from None
 
 
 class HiPruneVLM(nn.Module):
@@ -397,6 +393,11 @@ class HiPruneVLM(nn.Module):
     @property
     def config(self) -> Any:
         return self.model.config
+
+    @property
+    def decoder_model(self) -> nn.Module:
+        """The model that decoding steps (one new token, the prefill's cache) go to: the wrapped one."""
+        return self.model
 
     def select(self, grids: Sequence[tuple[int, int]], context: dict[str, Any]) -> list[torch.Tensor]:
         """Kept indices per image from the scores the taps recorded during this forward."""
@@ -431,3 +432,56 @@ class HiPruneVLM(nn.Module):
         return {"visual_tokens_kept": [int(k.numel()) for k in self.last_kept],
                 "keep": self.keep, "ratio": self.ratio, "alpha": self.alpha, "wrap": self.wrap,
                 "object_layer": self.scorer.object_index + 1, "deep_layer": self.scorer.deep_index + 1}
+
+
+# ------------------------------------------------------------------------------------------- registration
+PAPER_BUDGETS = {"llava": {"keep": 192}, "qwen2_5_vl": {"ratio": 0.334}}  # the paper's one-third setting
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(text)
+    return low in ("true", "1", "yes")
+
+
+def _apply(model: nn.Module, card: Any, variant: Any, params: dict[str, Any]) -> nn.Module:
+    budget = {k: params[k] for k in ("keep", "ratio") if params.get(k) is not None}
+    if not budget:
+        budget = PAPER_BUDGETS.get(getattr(model.config, "model_type", ""), {"keep": 192})
+    return HiPruneVLM(model, alpha=params.get("alpha", DEFAULT_ALPHA), wrap=params.get("wrap", True),
+                      registers=params.get("registers", "official"), object_layer=params.get("object_layer"),
+                      **budget)
+
+
+def _describe(model: nn.Module) -> dict[str, Any]:
+    return model.describe() if isinstance(model, HiPruneVLM) else {}
+
+
+def _register() -> None:
+    from glocal.zoo.methods import Method, Param, register_method
+
+    register_method(Method(
+        name="hiprune",
+        description="training-free visual token pruning of a VLM from its vision encoder's attention: anchors at "
+                    "an object layer, their 4 neighbours, registers at a deep layer (arXiv 2508.00553)",
+        params={
+            "keep": Param(int, None, lambda k: None if k >= 1 else "must be at least 1",
+                          "visual tokens kept per image (LLaVA-1.5: 192 / 128 / 64 of 576; default 192)"),
+            "ratio": Param(float, None, lambda r: None if 0 < r <= 1 else "must be in (0, 1]",
+                           "fraction of each image's tokens kept (Qwen2.5-VL: 0.334 / 0.223 / 0.112; default 0.334)"),
+            "alpha": Param(float, DEFAULT_ALPHA, lambda a: None if 0 <= a <= 1 else "must be in [0, 1]",
+                           "anchors = round(keep * alpha / 5)"),
+            "wrap": Param(_parse_bool, True, None, "official +-1 buffers that wrap across row ends (false: grid)"),
+            "registers": Param(str, "official", lambda r: None if r in ("official", "exclusive") else
+                               "must be official or exclusive", "official: demote chosen tokens by 1; exclusive"),
+            "object_layer": Param(int, None, lambda n: None if n >= 1 else "must be at least 1",
+                                  "1-indexed object layer (LLaVA 9, Qwen 16)"),
+        },
+        applies_to=lambda card, variant: card.task == "vlm",
+        apply=_apply,
+        describe=_describe,
+    ))
+
+
+_register()

@@ -68,6 +68,20 @@ def splice_visual_tokens(embeds: torch.Tensor, image_mask: torch.Tensor, feature
     return out
 
 
+def host_for(model: nn.Module) -> Any:
+    """The zoo host file of a transformers VLM (``prefill_inputs``, ``dummy_inputs``): LLaVA or Qwen2.5-VL."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type == "llava":
+        from glocal.zoo.models import llava
+
+        return llava
+    if model_type == "qwen2_5_vl":
+        from glocal.zoo.models import qwen_vl
+
+        return qwen_vl
+    raise VisualTokenError(f"{type(model).__name__} is not a LLaVA or Qwen2.5-VL host")
+
+
 def _is_hub_name(text: str) -> bool:
     return text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).exists()
 
