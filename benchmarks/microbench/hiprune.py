@@ -8,10 +8,11 @@ HiPrune's selection, the language model on text + kept visual tokens, the next-t
 unmodified transformers model. Random weights: this measures cost, not accuracy.
 
 FLOPs are counted with ``torch.utils.flop_counter`` (2 per multiply-add) and printed beside the closed form
-(:func:`prefill_flops`). The 7B shape is counted on the meta device, part by part (vision tower with and without
-the HiPrune taps, projector, language model at the pruned length), because selection needs real scores; its
-latency is measured only where one prefill is predicted to fit in ``--max-prefill-s`` (a 7B prefill is ~8.6
-TFLOPs: minutes on a laptop-class CPU).
+(``glocal.benchmarks.tasks.vlm.llava_prefill_flops``). The 7B shape is counted on the meta device, part by part
+(vision tower with and without the HiPrune taps, projector, language model at the pruned length), because
+selection needs real scores; its latency is measured only where one prefill is predicted to fit in
+``--max-prefill-s`` (a 7B prefill is ~8.5 TFLOPs: minutes on a CPU). Memory: the key/value cache the prefill leaves
+(measured from the cache tensors) and, on CUDA, the allocator's peak.
 """
 
 from __future__ import annotations
@@ -24,50 +25,17 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from glocal.benchmarks.tasks.vlm import LLAVA_FLOPS_FORMULA, count_flops, llava_prefill_flops
 
 NAME = "hiprune"
-FORMULA = ("FLOPs(L) = vision [n_v(2N(4d_v^2 + 2 d_v f_v) + 4N^2 d_v) + 2P(3p^2)d_v] + scores [2 taps x 2N^2 d_v, "
-           "HiPrune only] + projector [2P(d_v d + d^2)] + LLM [n_l(2L(2d^2 + 2d kv h + 3 d f) + 4L^2 d)] + head "
-           "[2dV];  N = P + 1 = 577 vision tokens, L = text + kept visual tokens, f = MLP width, kv h = K/V width")
-
-
 class BenchError(ValueError):
     """Bad arguments (one line)."""
 
 
-def prefill_flops(config: Any, text_tokens: int, kept: int | None) -> dict[str, int]:
-    """Closed-form prefill FLOPs of LLaVA on one image; ``kept=None`` is the unpruned model (no score taps)."""
-    vc, tc = config.vision_config, config.text_config
-    p = (vc.image_size // vc.patch_size) ** 2
-    n, dv, fv = p + 1, vc.hidden_size, vc.intermediate_size
-    vision = vc.num_hidden_layers * (2 * n * (4 * dv * dv + 2 * dv * fv) + 4 * n * n * dv)
-    vision += 2 * p * 3 * vc.patch_size ** 2 * dv
-    scores = 0 if kept is None else 2 * 2 * n * n * dv
-    d, f = tc.hidden_size, tc.intermediate_size
-    kvw = tc.num_key_value_heads * (d // tc.num_attention_heads)
-    projector = 2 * p * (dv * d + d * d)
-    length = text_tokens + (p if kept is None else kept)
-    llm = tc.num_hidden_layers * (2 * length * (2 * d * d + 2 * d * kvw + 3 * d * f) + 4 * length * length * d)
-    head = 2 * d * tc.vocab_size
-    return {"vision": vision, "scores": scores, "projector": projector, "llm": llm, "head": head,
-            "total": vision + scores + projector + llm + head, "length": length}
-
-
-def _count(fn: Any) -> int:
-    """FLOPs of ``fn()``. SDPA runs on its math backend here: the counter has no formula for the CPU flash kernel
-    (``_scaled_dot_product_flash_attention_for_cpu``) and would silently count attention as zero."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
 def cache_bytes(output: Any) -> int:
     """Bytes of the key/value cache a prefill leaves for decoding (what pruning shrinks for every later token)."""
-    cache = getattr(output, "past_key_values", None)
+    cache = getattr(output, "cache", None)
     if cache is None:
         return 0
     return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
@@ -83,16 +51,16 @@ def counted_real_flops(text_tokens: int, keeps: list[int | None]) -> dict[int | 
         model = llava.build_llava("7b")
         p = model.config.image_seq_length
         pixels = torch.empty(1, 3, 336, 336)
-        vision = _count(lambda: model.model.vision_tower(pixels, output_hidden_states=True))
-        projector = _count(lambda: model.model.multi_modal_projector(torch.empty(1, p, 1024)))
-        head = _count(lambda: model.lm_head(torch.empty(1, 1, 4096)))
+        vision = count_flops(lambda: model.model.vision_tower(pixels, output_hidden_states=True))
+        projector = count_flops(lambda: model.model.multi_modal_projector(torch.empty(1, p, 1024)))
+        head = count_flops(lambda: model.lm_head(torch.empty(1, 1, 4096)))
         scorer = ClipScorer(model.model.vision_tower, 9, -2)
-        tapped = _count(lambda: model.model.vision_tower(pixels, output_hidden_states=True))
+        tapped = count_flops(lambda: model.model.vision_tower(pixels, output_hidden_states=True))
         scorer.remove()
         out = {}
         for keep in keeps:
             length = text_tokens + (p if keep is None else keep)
-            llm = _count(lambda n=length: model.model.language_model(inputs_embeds=torch.empty(1, n, 4096)))
+            llm = count_flops(lambda n=length: model.model.language_model(inputs_embeds=torch.empty(1, n, 4096)))
             vis = vision if keep is None else tapped
             out[keep] = {"total": vis + projector + llm + head, "llm": llm, "length": length}
     return out
@@ -114,7 +82,7 @@ def bench_shape(shapes: str, args: argparse.Namespace, device: torch.device, dty
 
     config = llava.llava_config(llava.LLAVA15_TINY if shapes == "tiny" else llava.LLAVA15_7B)
     text = args.prompt + 1  # <s> + prompt
-    base_formula = prefill_flops(config, text, None)["total"]
+    base_formula = llava_prefill_flops(config, text, None)["total"]
     rate = args.assumed_gflops * 1e9
     run = shapes == "tiny" or base_formula / rate <= args.max_prefill_s
     rows: list[dict[str, Any]] = []
@@ -125,14 +93,14 @@ def bench_shape(shapes: str, args: argparse.Namespace, device: torch.device, dty
         model = llava.build_llava(shapes, dtype=dtype).to(device).eval()
         inputs = llava.dummy_inputs(model, prompt_tokens=args.prompt, device=device, dtype=dtype)
     for keep in keeps:
-        formula = prefill_flops(config, text, keep)
+        formula = llava_prefill_flops(config, text, keep)
         row: dict[str, Any] = {"shape": shapes, "method": "none" if keep is None else f"hiprune:keep={keep}",
                                "visual_tokens": formula["length"] - text, "llm_tokens": formula["length"],
                                "formula_gflops": formula["total"] / 1e9, "formula_llm_gflops": formula["llm"] / 1e9}
         if run:
             fn, runner = _prefill_fn(model, keep, inputs)
             with torch.inference_mode():
-                row["counted_gflops"] = _count(fn) / 1e9
+                row["counted_gflops"] = count_flops(fn) / 1e9
                 stats = measure(fn, batch=1, rule=StopRule(warmup_iters=1, warmup_s=0.0, min_iters=args.min_iters,
                                                            min_s=args.min_s, max_s=60.0), device=device)
                 mem = measure_memory(fn, device, tensor_bytes(model))
@@ -227,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'max allocated' if device.type == 'cuda' else 'not measured on CPU (no allocator peak)'}; "
           f"KV = key/value cache left by the prefill")
     print(format_table(rows))
-    print(FORMULA)
+    print(f"FLOPs = {LLAVA_FLOPS_FORMULA}; N = P + 1 vision tokens, L = text + kept visual tokens")
     print(f"({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -384,7 +384,7 @@ class HiPruneVLM(nn.Module):
         super().__init__()
         if (keep is None) == (ratio is None):
             raise HiPruneError("give exactly one of keep (tokens per image) and ratio (fraction of tokens)")
-        self.host = host_module(model)
+        host_module(model)  # fails early for a model that is not a LLaVA / Qwen2.5-VL host
         self.model = model
         self.keep, self.ratio, self.alpha, self.wrap, self.registers = keep, ratio, alpha, wrap, registers
         self.scorer = scorer_for(model, object_layer)
@@ -413,7 +413,7 @@ class HiPruneVLM(nn.Module):
         return kept
 
     def prefill_inputs(self, **inputs: Any) -> dict[str, torch.Tensor]:
-        return self.host.prefill_inputs(self.model, select=self.select, **inputs)
+        return host_module(self.model).prefill_inputs(self.model, select=self.select, **inputs)
 
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 image_grid_thw: torch.Tensor | None = None, mm_token_type_ids: torch.Tensor | None = None,
