@@ -437,3 +437,28 @@ def test_task_bad_input_one_line():
     model = zoo.create_model("llava15_tiny", weights="random", quiet=True)
     with pytest.raises(TaskError, match="needs real weights from a Hugging Face folder"):
         vlm._processor(model)
+
+
+def test_hugging_face_folder_loads_strictly(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from glocal.zoo import CheckpointError
+    from glocal.zoo.models import llava, qwen_vl
+
+    torch.manual_seed(0)
+    model = llava.build_llava("tiny")
+    model.save_pretrained(tmp_path / "llava")
+    loaded = llava.build_llava(weights_dir=tmp_path / "llava")
+    ref = model.state_dict()
+    assert list(loaded.state_dict()) == list(ref)
+    assert all(torch.equal(t, ref[k]) for k, t in loaded.state_dict().items())
+    with pytest.raises(CheckpointError, match="holds a 'llava' model, not 'qwen2_5_vl'"):
+        qwen_vl.build_qwen(weights_dir=tmp_path / "llava")
+    weights = tmp_path / "llava" / "model.safetensors"
+    tensors = load_file(weights)
+    dropped = next(k for k in tensors if "multi_modal_projector" in k)
+    save_file({k: v for k, v in tensors.items() if k != dropped}, weights, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="does not match the model: 1 missing keys"):
+        llava.build_llava(weights_dir=tmp_path / "llava")
+    with pytest.raises(CheckpointError, match="is not a Hugging Face model folder"):
+        llava.build_llava(weights_dir=tmp_path)
