@@ -399,23 +399,28 @@ def test_greedy_decoding_equals_transformers_generate(family):
     assert torch.equal(tokens, ref) and torch.equal(kept_all, ref) and len(times) == 5
 
 
-def test_pruned_cell_workload_counts_the_kept_tokens():
+@pytest.mark.parametrize(("name", "resolution", "method", "visual"), [
+    ("llava15", 336, "hiprune:keep=64", 64), ("qwen25vl", 280, "hiprune:ratio=0.334", 33),
+    ("qwen25vl", 280, None, 100)])
+def test_cell_workload_counts_visual_tokens_and_flops(name, resolution, method, visual):
     from glocal import zoo
     from glocal.benchmarks.cell import CellSpec
     from glocal.zoo.methods import apply_method, describe_method, parse_method
 
     task = get_task("vlm")
-    card, variant = zoo.resolve("llava15")
-    cell = CellSpec(model=variant.name, resolution=336, weights="random",
+    card, variant = zoo.resolve(name)
+    cell = CellSpec(model=variant.name, resolution=resolution, weights="random",
                     task_options=task.check_options(card, variant, {"prompt": "8", "generate": "2"}))
     torch.manual_seed(0)
-    spec = parse_method("hiprune:keep=64")
+    spec = parse_method(method) if method else None
     model = apply_method(task.build_model(card, variant, cell), card, variant, spec)
     w = task.workload(model, card, variant, cell)
-    assert (w["visual_tokens"], w["llm_prefill_tokens"], w["prompt_tokens"]) == (64, 64 + 9, 9)
+    text = w["prompt_tokens"]  # Qwen's 280 px image: 20 x 20 patches in padded 8 x 8 windows, 10 x 10 tokens
+    assert (w["visual_tokens"], w["llm_prefill_tokens"]) == (visual, visual + text)
     assert w["prefill_gflops"] == pytest.approx(w["prefill_gflops_formula"], rel=1e-9)
     assert w["decode_ms_per_token"] > 0 and w["generated_tokens"] == 2
-    assert describe_method(model, spec)["visual_tokens_kept"] == [64]
+    if spec:
+        assert describe_method(model, spec)["visual_tokens_kept"] == [visual]
 
 
 def test_task_bad_input_one_line():

@@ -85,6 +85,38 @@ def llava_prefill_flops(config: Any, text_tokens: int, kept: int | None) -> dict
             "total": vision + scores + projector + llm + head, "length": length}
 
 
+QWEN_FLOPS_FORMULA = ("vision 2T(3 t p^2)d_v + sum_layers[2T(4d_v^2 + 3d_v f_v) + 4 sum_w n_w^2 d_v] + merger "
+                      "2(T/4)(16d_v^2 + 4d_v d) + scores 2x2 sum_w n_w^2 d_v (HiPrune) + LLM n_l(2L(2d^2 + 2d kv + "
+                      "3d f) + 4L^2 d) + head 2dV; n_w: tokens per attention window (the image in full layers)")
+
+
+def qwen_prefill_flops(config: Any, text_tokens: int, grid_thw: torch.Tensor, kept: int | None,
+                       tapped_layers: Sequence[int] = (15, 31)) -> dict[str, int]:
+    """Closed-form prefill FLOPs of Qwen2.5-VL on one image of ``grid_thw`` patches (``kept=None``: unpruned)."""
+    from transformers.vision_utils import get_vision_window_index
+
+    vc, tc = config.vision_config, config.text_config
+    t = int(grid_thw.prod())
+    dv, fv = vc.hidden_size, vc.intermediate_size
+    _, cu = get_vision_window_index(grid_thw, spatial_merge_size=vc.spatial_merge_size, window_size=vc.window_size,
+                                    patch_size=vc.patch_size, kwargs={})
+    cu = sorted(set(int(c) for c in cu))
+    windowed = sum((b - a) ** 2 for a, b in zip(cu[:-1], cu[1:], strict=True))
+    square = {i: t * t if i in vc.fullatt_block_indexes else windowed for i in range(vc.depth)}
+    vision = 2 * t * 3 * vc.temporal_patch_size * vc.patch_size ** 2 * dv
+    vision += sum(2 * t * (4 * dv * dv + 3 * dv * fv) + 4 * square[i] * dv for i in range(vc.depth))
+    unit = vc.spatial_merge_size ** 2
+    merger = 2 * (t // unit) * ((unit * dv) ** 2 + unit * dv * vc.out_hidden_size)
+    scores = 0 if kept is None else sum(2 * square[i] * dv for i in tapped_layers)
+    d, f = tc.hidden_size, tc.intermediate_size
+    kvw = tc.num_key_value_heads * (d // tc.num_attention_heads)
+    length = text_tokens + (t // unit if kept is None else kept)
+    llm = tc.num_hidden_layers * (2 * length * (2 * d * d + 2 * d * kvw + 3 * d * f) + 4 * length * length * d)
+    head = 2 * d * tc.vocab_size
+    return {"vision": vision + merger, "scores": scores, "llm": llm, "head": head,
+            "total": vision + merger + scores + llm + head, "length": length}
+
+
 def decoder_of(model: nn.Module) -> nn.Module:
     """The model decoding steps go to (a token-pruning wrapper names it ``decoder_model``)."""
     return getattr(model, "decoder_model", model)
@@ -181,11 +213,16 @@ class VLMTask(Task):
         out: dict[str, Any] = {"prompt_tokens": text, "image_tokens": image_tokens,
                                "visual_tokens": seen["length"] - text, "llm_prefill_tokens": seen["length"],
                                "prefill_gflops": flops / 1e9, "flop_counter": "torch.utils.flop_counter (SDPA math)"}
+        kept = None if not hasattr(model, "decoder_model") else seen["length"] - text
         if card.family == "llava15":
-            kept = None if seen["length"] - text == image_tokens and not hasattr(model, "decoder_model") else \
-                seen["length"] - text
             out["prefill_gflops_formula"] = llava_prefill_flops(model.config, text, kept)["total"] / 1e9
             out["flops_formula"] = LLAVA_FLOPS_FORMULA
+        elif card.family == "qwen25vl":
+            scorer = getattr(model, "scorer", None)
+            taps = (scorer.object_index, scorer.deep_index) if scorer is not None else ()
+            formula = qwen_prefill_flops(model.config, text, inputs["image_grid_thw"], kept, taps)
+            out["prefill_gflops_formula"] = formula["total"] / 1e9
+            out["flops_formula"] = QWEN_FLOPS_FORMULA
         out.update(self._decode_timing(model, card, variant, cell, device, dtype))
         return out
 
