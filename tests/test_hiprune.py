@@ -197,6 +197,11 @@ def test_timm_scores_equal_unfused_attention_maps():
     torch.testing.assert_close(obj, maps[1].mean(dim=1).mean(dim=1)[:, 1:])
     torch.testing.assert_close(deep, maps[5].mean(dim=1).mean(dim=1)[:, 1:])
     assert obj.shape == (2, 16) and scorer.grid == (4, 4)
+    with torch.no_grad():
+        model(x)
+    kept = hp.kept_tokens(scorer, 6, alpha=1.0)  # one anchor, its buffers, registers: 6 sorted indices per image
+    expected = [select_tokens(o, d, 6, 4, alpha=1.0) for o, d in zip(obj, deep, strict=True)]
+    assert [k.tolist() for k in kept] == [e.tolist() for e in expected] and all(k.numel() == 6 for k in kept)
 
 
 def test_open_clip_scores_equal_multihead_attention_weights():

@@ -234,7 +234,8 @@ class ClipScorer(TokenScorer):
         _tap_hf_attention(self, {i: layers[i].self_attn for i in {self.object_index, self.deep_index}},
                           modeling_clip.eager_attention_forward)
         cfg = vision.config
-        self.heads, self.side = cfg.num_attention_heads, cfg.image_size // cfg.patch_size
+        self.heads = cfg.num_attention_heads
+        self.grid = (cfg.image_size // cfg.patch_size, cfg.image_size // cfg.patch_size)
 
     def finish(self, sums: list[torch.Tensor], **context: Any) -> torch.Tensor:
         total = torch.cat(sums)  # one call per forward: (B, 1 + N)
@@ -329,6 +330,16 @@ class OpenClipScorer(TokenScorer):
 
     def finish(self, sums: list[torch.Tensor], **context: Any) -> torch.Tensor:
         return torch.cat(sums)[:, self.prefix:]
+
+
+def kept_tokens(scorer: TokenScorer, keep: int, **kwargs: Any) -> list[torch.Tensor]:
+    """After a forward of a tapped ViT (CLIP, timm, open_clip): HiPrune's kept patch indices per image.
+
+    >>> scorer = TimmViTScorer(vit); vit(images); kept = kept_tokens(scorer, keep=64)
+    """
+    object_scores, deep_scores = scorer.take()
+    width = scorer.grid[1]
+    return [select_tokens(o, d, keep, width, **kwargs) for o, d in zip(object_scores, deep_scores, strict=True)]
 
 
 def scorer_for(model: nn.Module, object_layer: int | None = None) -> TokenScorer:
