@@ -165,6 +165,11 @@ class TokenScorer:
     def add(self, index: int, sums: torch.Tensor) -> None:
         self._sums[index].append(sums)
 
+    def clear(self) -> None:
+        """Drop what earlier forwards recorded (e.g. a call that bypassed the wrapper)."""
+        for sums in self._sums.values():
+            sums.clear()
+
     def _collected(self, index: int) -> list[torch.Tensor]:
         if not self._sums[index]:
             raise HiPruneError("no attention scores were recorded: run the encoder between install and take")
@@ -424,6 +429,8 @@ class HiPruneVLM(nn.Module):
         return kept
 
     def prefill_inputs(self, **inputs: Any) -> dict[str, torch.Tensor]:
+        """The wrapped model's keyword inputs for a prefill on the kept visual tokens."""
+        self.scorer.clear()
         return host_module(self.model).prefill_inputs(self.model, select=self.select, **inputs)
 
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
