@@ -42,6 +42,21 @@ def cache_bytes(output: Any) -> int:
                if isinstance(t, torch.Tensor))
 
 
+def matmul_gflops(device: torch.device, dtype: torch.dtype) -> float:
+    """Measured throughput of a 512x4096 @ 4096x4096 matmul (a 7B projection's shape), best of three."""
+    a = torch.randn(512, 4096, device=device, dtype=dtype)
+    b = torch.randn(4096, 4096, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    best = float("inf")
+    for _ in range(4):
+        sync()
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 512 * 4096 * 4096 / best / 1e9
+
+
 def counted_real_flops(text_tokens: int, keeps: list[int | None]) -> dict[int | None, dict[str, int]]:
     """Counted FLOPs of the 7B shape on the meta device, part by part (no data-dependent selection needed)."""
     from glocal.zoo.methods.hiprune import ClipScorer
@@ -83,7 +98,9 @@ def bench_shape(shapes: str, args: argparse.Namespace, device: torch.device, dty
     config = llava.llava_config(llava.LLAVA15_TINY if shapes == "tiny" else llava.LLAVA15_7B)
     text = args.prompt + 1  # <s> + prompt
     base_formula = llava_prefill_flops(config, text, None)["total"]
-    rate = args.assumed_gflops * 1e9
+    if args.assumed_gflops is None and shapes != "tiny":
+        args.assumed_gflops = matmul_gflops(device, dtype)
+    rate = (args.assumed_gflops or 1.0) * 1e9
     run = shapes == "tiny" or base_formula / rate <= args.max_prefill_s
     rows: list[dict[str, Any]] = []
     counted_parts = counted_real_flops(text, keeps) if shapes != "tiny" else {}
@@ -114,7 +131,7 @@ def bench_shape(shapes: str, args: argparse.Namespace, device: torch.device, dty
                 runner.remove()
         else:
             row["counted_gflops"] = counted_parts[keep]["total"] / 1e9
-            row["not_run"] = (f"predicted {base_formula / rate:.0f} s per prefill at {args.assumed_gflops:g} GFLOP/s "
+            row["not_run"] = (f"predicted {base_formula / rate:.0f} s per prefill at {args.assumed_gflops:.0f} GFLOP/s "
                               f"> --max-prefill-s {args.max_prefill_s:g}")
         rows.append(row)
     base = rows[0]
@@ -153,7 +170,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-prefill-s", type=float, default=60.0,
                    help="run a shape's latency only if one prefill is predicted to take at most this long")
     p.add_argument("--assumed-gflops", type=float, default=None,
-                   help="device throughput used for that prediction (default: 50 on CPU, 200000 on CUDA)")
+                   help="device throughput for that prediction (default: a 512x4096x4096 matmul, measured)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
     args = p.parse_args(argv)
     try:
@@ -166,8 +183,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.shape_list = [s.strip() for s in args.shapes.split(",") if s.strip()]
     if not args.shape_list or set(args.shape_list) - {"tiny", "7b"}:
         raise BenchError(f"--shapes takes tiny and/or 7b, got {args.shapes!r}")
-    if args.assumed_gflops is None:
-        args.assumed_gflops = 200_000.0 if args.device.startswith("cuda") else 50.0
     return args
 
 
