@@ -3,7 +3,7 @@
 The cell builds the model, measures memory (its own pass), latency, compute, the reduced-precision
 error against fp32, scores datasets when the weights are pretrained, and writes one record to OUT
 atomically. A crash or an out-of-memory here cannot touch the other cells or their memory peaks.
-Progress goes to stderr as ``@@glocal`` lines that the parent turns into progress bars.
+Progress goes to stderr as ``@@glocal`` lines (:mod:`glocal.progress`) that the parent draws.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from glocal.progress import emit_iter, emit_stage
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -53,14 +55,6 @@ class CellSpec:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
-
-
-def emit(kind: str, *parts: Any) -> None:
-    """A progress line for the parent process (only inside a cell subprocess)."""
-    from glocal.benchmarks.progress import in_cell
-
-    if in_cell():
-        print("@@glocal", kind, *parts, file=sys.stderr, flush=True)
 
 
 def _one_line(e: BaseException) -> str:
@@ -115,7 +109,7 @@ class Cell:
 
     def enter(self, stage: str) -> None:
         self.stage = stage
-        emit("stage", stage.replace(" ", "-"))
+        emit_stage(stage)
 
 
 def resolve_cell(spec: CellSpec) -> tuple[Any, Any, Any, int]:
@@ -243,7 +237,7 @@ def measure_passes(cell: Cell, forward: Callable[[], Any]) -> None:
         rec["memory"]["peak_per_megapixel"] = peak / (spec.batch_size * pixels / 1e6)
     cell.enter("latency")
     stats = timing.measure(forward, batch=spec.batch_size, rule=timing.StopRule(**spec.rule), device=cell.device,
-                           on_iter=lambda n: emit("iter", n), unit=cell.task.throughput_unit)
+                           on_iter=emit_iter, unit=cell.task.throughput_unit)
     rec["latency"] = stats.to_dict()
     if pixels:
         rec["latency"]["ms_per_megapixel"] = stats.median / (spec.batch_size * pixels / 1e6)
@@ -305,9 +299,29 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
     return cell.record
 
 
+def _exit_with_parent(workdir: Path) -> None:
+    """End this cell (and remove its work folder) as soon as the process that started it is gone: a killed
+    ``bench run`` leaves no measuring process and no temp folder behind."""
+    import os
+    import shutil
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.25)
+            if os.getppid() != parent:
+                shutil.rmtree(workdir, ignore_errors=True)
+                os._exit(3)
+
+    threading.Thread(target=watch, name="glocal-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec_path, out_path = Path(argv[0]), Path(argv[1])
+    _exit_with_parent(spec_path.parent)
     spec = CellSpec(**json.loads(spec_path.read_text()))
     record = run_cell(spec)
     from glocal.benchmarks.results import write_atomic
