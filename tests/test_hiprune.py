@@ -472,3 +472,35 @@ def test_hugging_face_folder_loads_strictly(tmp_path):
         llava.build_llava(weights_dir=tmp_path / "llava")
     with pytest.raises(CheckpointError, match="is not a Hugging Face model folder"):
         llava.build_llava(weights_dir=tmp_path)
+
+
+def test_benchmark_files_open_in_their_published_formats(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from glocal.benchmarks.tasks import DatasetSpec, check_dataset
+
+    Image.new("RGB", (8, 6), (255, 0, 0)).save(tmp_path / "COCO_val2014_000000000001.jpg")
+    Image.new("RGB", (8, 6), (0, 255, 0)).save(tmp_path / "n161313.jpg")
+    pope = tmp_path / "coco_pope_random.json"
+    pope.write_text("\n".join(json.dumps(r) for r in [
+        {"question_id": 1, "image": "COCO_val2014_000000000001.jpg", "text": "Is there a dog in the image?",
+         "label": "yes"},
+        {"question_id": 2, "image": "COCO_val2014_000000000001.jpg", "text": "Is there a cat in the image?",
+         "label": "no"}]))
+    gqa = tmp_path / "testdev_balanced_questions.json"
+    gqa.write_text(json.dumps({"201307251": {"imageId": "n161313", "question": "Is it red?", "answer": "no"}}))
+    ds = vlm.open_pope(None, None, DatasetSpec("pope", pope, {"images": str(tmp_path), "limit": "1"}))
+    image, question, answer, group = ds[0]
+    assert (len(ds), image.size, answer, group) == (1, (8, 6), "yes", "coco_pope_random")
+    assert question == "Is there a dog in the image?\nAnswer the question using a single word or phrase."
+    ds = vlm.open_gqa(None, None, DatasetSpec("gqa", gqa, {"images": str(tmp_path)}))
+    assert ds[0][1:] == ("Is it red?\nAnswer the question using a single word or phrase.", "no", "gqa")
+    entry = get_evaluator(DatasetSpec("gqa"), "vlm")
+    with pytest.raises(TaskError, match="--dataset gqa has no option 'split'"):
+        check_dataset(entry, None, None, DatasetSpec("gqa", gqa, {"split": "testdev"}))
+    with pytest.raises(TaskError, match="image not found: .*images/n161313.jpg"):
+        check_dataset(entry, None, None, DatasetSpec("gqa", gqa))  # images default to ./images
+    with pytest.raises(TaskError, match="expected entries with image, text, label"):
+        vlm.open_pope(None, None, DatasetSpec("pope", gqa))

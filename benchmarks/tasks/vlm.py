@@ -309,90 +309,84 @@ def mme_scores(rows: Iterable[tuple[str, str, str, str]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ evaluators
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+class VQASet:
+    """A benchmark's questions as (image path, question, answer, group) rows; item ``i`` decodes its image
+    (``group``: the POPE split, or the MME category, for the per-group scores)."""
+
+    def __init__(self, rows: list[tuple[Path, str, str, str]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[Any, str, str, str]:
+        from glocal.datasets.engine import open_image
+
+        path, question, answer, group = self.rows[i]
+        if not path.is_file():
+            raise TaskError(f"image not found: {path}")
+        with open_image(path) as im:
+            return im.convert("RGB"), question, answer, group
+
+
+def _options(spec: DatasetSpec, allowed: tuple[str, ...]) -> int | None:
+    """Check a dataset's options (one line for an unknown one or a bad limit); return ``limit``."""
+    unknown = sorted(set(spec.options) - set(allowed))
+    if unknown:
+        raise TaskError(f"--dataset {spec.name} has no option {unknown[0]!r} (options: {', '.join(allowed)})")
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as e:
+        limit = int(spec.options["limit"]) if "limit" in spec.options else None
+    except ValueError:
+        raise TaskError(f"--dataset {spec.name}: limit must be an integer, got {spec.options['limit']!r}") from None
+    if limit is not None and limit < 1:
+        raise TaskError(f"--dataset {spec.name}: limit must be positive")
+    return limit
+
+
+def _read_json(path: Path, lines: bool) -> Any:
+    try:
+        text = path.read_text()
+        return [json.loads(line) for line in text.splitlines() if line.strip()] if lines else json.loads(text)
+    except (OSError, ValueError) as e:
         raise TaskError(f"cannot read {path}: {e}") from None
 
 
-def _processor(model: nn.Module) -> Any:
-    info = getattr(model, "glocal_weights", None)
-    if info is None or info.source not in ("file", "hub"):
-        raise TaskError("VLM accuracy needs real weights from a Hugging Face folder (--weights PATH)")
-    from transformers import AutoProcessor
-
-    return AutoProcessor.from_pretrained(info.id, local_files_only=info.source == "file")
+def _fields(row: Any, keys: tuple[str, ...], where: Path) -> list[Any]:
+    if not isinstance(row, dict) or any(k not in row for k in keys):
+        raise TaskError(f"{where}: expected entries with {', '.join(keys)}")
+    return [row[k] for k in keys]
 
 
-def _answer(model: nn.Module, processor: Any, image_path: Path, question: str, ctx: EvalContext,
-            max_new_tokens: int = 16) -> str:
-    """One greedy answer to ``question`` about an image, through the model's chat template."""
-    from PIL import Image
-
-    if not image_path.is_file():
-        raise TaskError(f"image not found: {image_path}")
-    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    prompt = processor.apply_chat_template(chat, add_generation_prompt=True)
-    with Image.open(image_path) as im:
-        inputs = processor(images=im.convert("RGB"), text=prompt, return_tensors="pt")
-    inputs = {k: v.to(ctx.device, ctx.dtype) if v.is_floating_point() else v.to(ctx.device)
-              for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-    eos = processor.tokenizer.eos_token_id
-    with torch.inference_mode():
-        tokens, _ = greedy_generate(model, inputs, max_new_tokens, eos)
-    return processor.tokenizer.decode(tokens[0], skip_special_tokens=True).strip()
-
-
-def _limit(spec: DatasetSpec, items: list[Any]) -> list[Any]:
-    limit = spec.options.get("limit")
-    return items[: int(limit)] if limit else items
-
-
-@register_evaluator("pope", ("vlm",), description="POPE (COCO): yes/no accuracy and F1; --dataset "
-                    "pope=QUESTIONS.json|DIR,images=COCO_val2014_DIR")
-def evaluate_pope(model: nn.Module, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
-    """POPE question files (JSON lines: question_id, image, text, label), one per split or a folder of them."""
-    from glocal.benchmarks.progress import track
-
-    if spec.path is None:
-        raise TaskError("pope needs the question file or folder: --dataset pope=PATH,images=DIR")
+def open_pope(card: Any, variant: Any, spec: DatasetSpec) -> VQASet:
+    """POPE question files (JSON lines: question_id, image, text, label), a file or a folder of splits."""
+    limit = _options(spec, ("images", "limit"))
+    if spec.path is None or not spec.path.exists():
+        raise TaskError("pope needs its question file or folder: --dataset pope=PATH,images=COCO_val2014_DIR")
     files = sorted(spec.path.glob("*.json")) if spec.path.is_dir() else [spec.path]
     images = Path(spec.options.get("images", spec.path if spec.path.is_dir() else spec.path.parent))
-    processor = _processor(model)
-    per_split: dict[str, dict[str, float]] = {}
-    total = 0
+    rows = []
     for f in files:
-        rows = _limit(spec, _read_jsonl(f))
-        preds = [pope_answer(_answer(model, processor, images / r["image"], r["text"] + SHORT_ANSWER, ctx))
-                 for r in track(rows, description=f"POPE {f.stem}", enabled=ctx.progress)]
-        per_split[f.stem] = pope_metrics(preds, [r["label"] for r in rows])
-        total += len(rows)
-    mean = {k: sum(m[k] for m in per_split.values()) / len(per_split) for k in ("accuracy", "f1")}
-    return EvalResult({"pope_accuracy": mean["accuracy"], "pope_f1": mean["f1"], "num_samples": total},
-                      {"name": "pope", "path": str(spec.path), "num_samples": total, "splits": per_split})
+        entries = _read_json(f, lines=True)[:limit]
+        for e in entries:
+            image, text, label = _fields(e, ("image", "text", "label"), f)
+            rows.append((images / image, text + SHORT_ANSWER, str(label), f.stem))
+    return VQASet(rows)
 
 
-@register_evaluator("gqa", ("vlm",), description="GQA testdev-balanced exact match; --dataset "
-                    "gqa=testdev_balanced_questions.json,images=DIR")
-def evaluate_gqa(model: nn.Module, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
+def open_gqa(card: Any, variant: Any, spec: DatasetSpec) -> VQASet:
     """GQA's question file (a JSON object: question id -> {imageId, question, answer, ...}), images as ID.jpg."""
-    from glocal.benchmarks.progress import track
-
+    limit = _options(spec, ("images", "limit"))
     if spec.path is None or not spec.path.is_file():
-        raise TaskError("gqa needs the question file: --dataset gqa=testdev_balanced_questions.json,images=DIR")
-    try:
-        questions = json.loads(spec.path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise TaskError(f"cannot read {spec.path}: {e}") from None
+        raise TaskError("gqa needs its question file: --dataset gqa=testdev_balanced_questions.json,images=DIR")
+    questions = _read_json(spec.path, lines=False)
+    if not isinstance(questions, dict):
+        raise TaskError(f"{spec.path}: expected GQA's object of questions keyed by id")
     images = Path(spec.options.get("images", spec.path.parent / "images"))
-    rows = _limit(spec, list(questions.values()))
-    processor = _processor(model)
-    preds = [_answer(model, processor, images / f"{q['imageId']}.jpg", q["question"] + SHORT_ANSWER, ctx)
-             for q in track(rows, description="GQA", enabled=ctx.progress)]
-    acc = gqa_accuracy(preds, [q["answer"] for q in rows])
-    return EvalResult({"gqa_accuracy": acc, "num_samples": len(rows)},
-                      {"name": "gqa", "path": str(spec.path), "num_samples": len(rows)})
+    rows = []
+    for q in list(questions.values())[:limit]:
+        image, question, answer = _fields(q, ("imageId", "question", "answer"), spec.path)
+        rows.append((images / f"{image}.jpg", question + SHORT_ANSWER, str(answer), "gqa"))
+    return VQASet(rows)
 
 
 def mme_items(root: Path) -> list[tuple[str, Path, str, str]]:
@@ -416,18 +410,75 @@ def mme_items(root: Path) -> list[tuple[str, Path, str, str]]:
     return items
 
 
-@register_evaluator("mme", ("vlm",), description="MME perception and cognition scores; --dataset "
-                    "mme=MME_Benchmark_release_version")
-def evaluate_mme(model: nn.Module, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
-    from glocal.benchmarks.progress import track
-
+def open_mme(card: Any, variant: Any, spec: DatasetSpec) -> VQASet:
+    """The MME release folder (see :func:`mme_items`); the question is asked as written."""
+    limit = _options(spec, ("limit",))
     if spec.path is None or not spec.path.is_dir():
-        raise TaskError("mme needs the MME release folder: --dataset mme=PATH")
-    items = _limit(spec, mme_items(spec.path))
+        raise TaskError("mme needs the MME release folder: --dataset mme=MME_Benchmark_release_version")
+    return VQASet([(image, q, a, cat) for cat, image, q, a in mme_items(spec.path)[:limit]])
+
+
+def _processor(model: nn.Module) -> Any:
+    info = getattr(model, "glocal_weights", None)
+    if info is None or info.source not in ("file", "hub"):
+        raise TaskError("VLM accuracy needs real weights from a Hugging Face folder (--weights PATH)")
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(info.id, local_files_only=info.source == "file")
+
+
+def _answer(model: nn.Module, processor: Any, image: Any, question: str, ctx: EvalContext,
+            max_new_tokens: int = 16) -> str:
+    """One greedy answer to ``question`` about an RGB image, through the model's chat template."""
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    prompt = processor.apply_chat_template(chat, add_generation_prompt=True)
+    inputs = processor(images=image, text=prompt, return_tensors="pt")
+    inputs = {k: v.to(ctx.device, ctx.dtype) if v.is_floating_point() else v.to(ctx.device)
+              for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+    with torch.inference_mode():
+        tokens, _ = greedy_generate(model, inputs, max_new_tokens, processor.tokenizer.eos_token_id)
+    return processor.tokenizer.decode(tokens[0], skip_special_tokens=True).strip()
+
+
+def _answers(model: nn.Module, ds: VQASet, ctx: EvalContext, name: str) -> list[tuple[str, str, str, str]]:
+    """(prediction, answer, group, image) for every question, with a progress bar."""
+    from glocal.progress import track
+
     processor = _processor(model)
-    rows = [(cat, str(image), mme_answer(_answer(model, processor, image, question, ctx)), answer)
-            for cat, image, question, answer in track(items, description="MME", enabled=ctx.progress)]
-    scores = mme_scores(rows)
+    out = []
+    for i in track(range(len(ds)), description=name, enabled=ctx.progress):
+        image, question, answer, group = ds[i]
+        out.append((_answer(model, processor, image, question, ctx), answer, group, str(ds.rows[i][0])))
+    return out
+
+
+@register_evaluator("pope", ("vlm",), open=open_pope, description="POPE (COCO): yes/no accuracy and F1 (mean "
+                    "over the splits); --dataset pope=QUESTIONS.json|DIR,images=COCO_val2014_DIR[,limit=N]")
+def evaluate_pope(model: nn.Module, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
+    ds = open_pope(card, variant, spec)
+    rows = _answers(model, ds, ctx, "POPE")
+    splits = sorted({g for _, _, g, _ in rows})
+    per = {s: pope_metrics([pope_answer(p) for p, _, g, _ in rows if g == s], [a for _, a, g, _ in rows if g == s])
+           for s in splits}
+    mean = {k: sum(m[k] for m in per.values()) / len(per) for k in ("accuracy", "f1")}
+    return EvalResult({"pope_accuracy": mean["accuracy"], "pope_f1": mean["f1"], "num_samples": len(rows)},
+                      {"name": "pope", "path": str(spec.path), "num_samples": len(rows), "splits": per})
+
+
+@register_evaluator("gqa", ("vlm",), open=open_gqa, description="GQA exact match; --dataset "
+                    "gqa=testdev_balanced_questions.json,images=DIR[,limit=N]")
+def evaluate_gqa(model: nn.Module, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
+    rows = _answers(model, open_gqa(card, variant, spec), ctx, "GQA")
+    acc = gqa_accuracy([p for p, _, _, _ in rows], [a for _, a, _, _ in rows])
+    return EvalResult({"gqa_accuracy": acc, "num_samples": len(rows)},
+                      {"name": "gqa", "path": str(spec.path), "num_samples": len(rows)})
+
+
+@register_evaluator("mme", ("vlm",), open=open_mme, description="MME perception and cognition scores; --dataset "
+                    "mme=MME_Benchmark_release_version[,limit=N]")
+def evaluate_mme(model: nn.Module, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
+    rows = _answers(model, open_mme(card, variant, spec), ctx, "MME")
+    scores = mme_scores((group, image, mme_answer(p), a) for p, a, group, image in rows)
     return EvalResult({"mme_perception": scores["perception"], "mme_cognition": scores["cognition"],
                        "num_samples": len(rows)},
                       {"name": "mme", "path": str(spec.path), "num_samples": len(rows),
