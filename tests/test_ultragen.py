@@ -406,3 +406,14 @@ def test_unknown_options_get_one_line(options, message):
     with pytest.raises(U.UltraGenOptionError) as err:
         create_model("ultragen_tiny", weights="random", **options)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_lists_without_diffusers_and_building_names_the_extra(monkeypatch):
+    import sys
+
+    from glocal import zoo
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ImportError
+    assert "ultragen_tiny" in zoo.list_models() and "ultragen_1080p" in zoo.list_models()
+    with pytest.raises(ImportError, match=r"^ultragen needs diffusers: pip install 'glocal\[generation\]'"):
+        create_model("ultragen_tiny", weights="random")
