@@ -57,6 +57,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, register
 from glocal.zoo.weights import CheckpointError
@@ -787,3 +788,70 @@ register(ModelCard(
                       "for CPU tests; random weights only."),
     ),
 ))
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+class ScaleDiTPipeline:
+    """The two-stage Scale-DiT pipeline on a diffusers ``FluxPipeline``'s components (VAE, text encoders,
+    tokenizers, scheduler) and a :class:`ScaleDiTTransformer` sharing its transformer.
+
+    1. dense low-res pass at ``side / factor`` (the stock FLUX pipeline, LoRA off);
+    2. bicubic upsampling of the low-res latent to the high-res latent grid;
+    3. re-noising to the first high-res timestep (SDEdit-like, ``renoise=True``) or pure noise;
+    4. the high-res pass with the Scale-DiT processor, the clean low-res latent appended as guidance tokens;
+    5. VAE decode.
+    """
+
+    def __init__(self, pipe: Any, model: ScaleDiTTransformer) -> None:
+        if pipe.transformer is not model.transformer:
+            raise ScaleDiTError("the FluxPipeline must hold the ScaleDiTTransformer's own .transformer")
+        self.pipe, self.model = pipe, model
+
+    def _latents_to_image(self, packed: torch.Tensor, side: int, output_type: str) -> Any:
+        p = self.pipe
+        x = p._unpack_latents(packed, side, side, p.vae_scale_factor)
+        x = x / p.vae.config.scaling_factor + p.vae.config.shift_factor
+        return p.image_processor.postprocess(p.vae.decode(x, return_dict=False)[0], output_type=output_type)
+
+    def _upsample(self, packed: torch.Tensor, low: int, side: int) -> torch.Tensor:
+        p = self.pipe
+        x = p._unpack_latents(packed, low, low, p.vae_scale_factor)
+        n = 2 * (side // (p.vae_scale_factor * 2))
+        x = F.interpolate(x.float(), size=(n, n), mode="bicubic", align_corners=False).to(packed.dtype)
+        return p._pack_latents(x, x.shape[0], x.shape[1], n, n)
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str], side: int, steps_low: int = 28, steps_high: int = 18,
+                 guidance_low: float = 3.5, guidance_high: float = 4.5, time_shift: float = 10.0,
+                 renoise: bool = True, seed: int = 0, impl: str = "flex", rules: str = "inference",
+                 output_type: str = "pil") -> Any:
+        from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
+
+        p, model = self.pipe, self.model
+        layout = model.layout(side)  # validates the side before any work
+        low = side // model.factor
+        device = p._execution_device
+        text, pooled, _ = p.encode_prompt(prompt=prompt, prompt_2=None, device=device,
+                                          max_sequence_length=p.tokenizer_2.model_max_length)
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        model.configure(low, "dense-sdpa", text=text.shape[1])
+        with model._lora_off(True):
+            lowres = p(prompt_embeds=text, pooled_prompt_embeds=pooled, height=low, width=low,
+                       num_inference_steps=steps_low, guidance_scale=guidance_low, generator=g,
+                       output_type="latent", max_sequence_length=text.shape[1]).images
+        up = self._upsample(lowres, low, side)
+        layout = model.configure(side, "scaledit", impl=impl, rules=rules, text=text.shape[1], device=device)
+        sigmas = torch.linspace(1.0, 1.0 / steps_high, steps_high).numpy()
+        extra = {"mu": math.log(time_shift)} if p.scheduler.config.get("use_dynamic_shifting") else {}
+        timesteps, _ = retrieve_timesteps(p.scheduler, steps_high, device, sigmas=sigmas, **extra)
+        noise = torch.randn(up.shape, generator=g).to(device=device, dtype=up.dtype)
+        s0 = float(p.scheduler.sigmas[0])
+        x = (1 - s0) * up + s0 * noise if renoise else noise
+        ids, batch = layout.image_ids().to(device), x.shape[0]
+        guidance = torch.full((batch,), guidance_high, device=device) if model.config.guidance_embeds else None
+        for t in timesteps:
+            v = model(hidden_states=layout.pack(x, lowres), encoder_hidden_states=text, pooled_projections=pooled,
+                      timestep=(t / 1000).expand(batch).to(x.dtype), img_ids=ids,
+                      txt_ids=torch.zeros(text.shape[1], 3, device=device), guidance=guidance)
+            x = p.scheduler.step(layout.unpack(v), t, x, return_dict=False)[0]
+        return self._latents_to_image(x, side, output_type)
