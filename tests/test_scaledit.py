@@ -294,3 +294,124 @@ def test_bad_input_gets_one_clear_line(tiny: sd.ScaleDiTTransformer) -> None:
         sd.ScaleDiTLayout.for_image(4096, 512).dense_mask()
     with pytest.raises(sd.ScaleDiTError, match=r"call configure"):
         sd.ScaleDiTTransformer(sd.FLUX_TINY, window=4, factor=2, text_tokens=8).make_inputs()
+
+
+# ------------------------------------------------------------------------------------------ generation task
+def _cell(resolution: int, **options: object) -> object:
+    from types import SimpleNamespace
+
+    from glocal.benchmarks.tasks import get_task
+    from glocal.zoo import resolve
+
+    card, variant = resolve("scaledit_tiny")
+    task = get_task("generation")
+    opts = task.check_options(card, variant, {k: str(v) for k, v in options.items()})
+    return task, card, variant, SimpleNamespace(resolution=resolution, task_options=opts, weights="random",
+                                                device="cpu", channels_last=False)
+
+
+def test_generation_task_options_compare_and_workload() -> None:
+    from glocal.benchmarks.tasks import TaskError
+
+    task, card, variant, cell = _cell(128, compile_flex="false", impl="sdpa")
+    assert cell.task_options["attention"] == "scaledit" and cell.task_options["frames"] == 1
+    assert task.compare(card, variant, "dense") == [("scaledit_tiny", {"attention": "dense-sdpa"}),
+                                                    ("scaledit_tiny", {"attention": "dense-flex"})]
+    with pytest.raises(TaskError, match=r"^scaledit_tiny has no attention 'sparse' \(modes: scaledit, dense-sdpa"):
+        task.check_options(card, variant, {"attention": "sparse"})
+    with pytest.raises(TaskError, match=r"cannot run at 100: sizes must be positive multiples of 64"):
+        task.check_resolution(card, variant, 100)
+    model = task.build_model(card, variant, cell)
+    inputs = task.make_inputs(model, card, variant, cell, 2, torch.device("cpu"), torch.float32)
+    assert inputs["hidden_states"].shape == (2, 64 + 16, 16) and inputs["img_ids"].shape == (80, 3)
+    assert task.forward(model, inputs).shape == (2, 80, 16)
+    work = task.workload(model, card, variant, cell)
+    layout = model.state.layout
+    assert work["tokens"] == {"text": 8, "high_res": 64, "low_res": 16, "total": 88}
+    assert work["pair_fraction"] == layout.count_pairs() / 88 ** 2
+    assert work["attention_gmacs"] == layout.count_pairs() * 16 * 2 * 2 * 2 / 1e9
+    _, _, _, frames_cell = _cell(128, frames=4)
+    with pytest.raises(TaskError, match="frames must be 1"):
+        task.build_model(card, variant, frames_cell)
+
+
+def test_dense_cell_workload_counts_dense_pairs() -> None:
+    task, card, variant, cell = _cell(128, attention="dense-sdpa")
+    model = task.build_model(card, variant, cell)
+    work = task.workload(model, card, variant, cell)
+    assert work["pair_fraction"] == 1.0 and work["tokens"]["low_res"] == 0
+    assert work["attention_gmacs"] == (8 + 64) ** 2 * 16 * 2 * 2 * 2 / 1e9
+
+
+# ------------------------------------------------------------------------------------------------ quality
+def test_prompt_loader_txt_and_jsonl(tmp_path) -> None:
+    from glocal.benchmarks.metrics import generation as gm
+
+    (tmp_path / "p.txt").write_text("a red cat\n\n# a comment\na dog\n")
+    assert gm.load_prompts(tmp_path / "p.txt", base_seed=10) == [gm.Prompt("a red cat", 10), gm.Prompt("a dog", 11)]
+    (tmp_path / "p.jsonl").write_text('{"prompt": "x", "seed": 7}\n{"prompt": "y"}\n')
+    assert gm.load_prompts(tmp_path / "p.jsonl") == [gm.Prompt("x", 7), gm.Prompt("y", 1)]
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n{"text": "y"}\n')
+    with pytest.raises(gm.GenerationDataError, match=r"bad.jsonl:2: expected an object with a string 'prompt'"):
+        gm.load_prompts(tmp_path / "bad.jsonl")
+    (tmp_path / "broken.jsonl").write_text("{oops\n")
+    with pytest.raises(gm.GenerationDataError, match=r"broken.jsonl:1: not JSON"):
+        gm.load_prompts(tmp_path / "broken.jsonl")
+    with pytest.raises(gm.GenerationDataError, match="prompt file not found"):
+        gm.load_prompts(tmp_path / "missing.txt")
+
+
+def test_clip_score_is_the_cosine_of_the_embeddings() -> None:
+    from glocal.benchmarks.metrics import generation as gm
+
+    images = torch.tensor([[3.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+    texts = {"x": [2.0, 0.0], "y": [1.0, 0.0], "z": [1.0, 0.0]}
+    score = gm.clip_score(images, ["x", "y", "z"], lambda x: x, lambda t: torch.tensor([texts[s] for s in t]))
+    torch.testing.assert_close(score, torch.tensor([1.0, 2 ** -0.5, 0.0]))
+
+
+def test_frechet_distance_closed_forms() -> None:
+    from glocal.benchmarks.metrics import generation as gm
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200, 4, generator=g)
+    shift = torch.tensor([1.0, -2.0, 0.5, 0.0])
+    assert gm.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert gm.frechet_distance(a, a + shift) == pytest.approx(float((shift ** 2).sum()), abs=1e-6)
+    x, y = torch.randn(500, 1, generator=g), torch.randn(500, 1, generator=g) * 3 + 1  # 1-D: dm^2 + (s1 - s2)^2
+    expected = float((x.mean() - y.mean()) ** 2 + (x.double().std() - y.double().std()) ** 2)
+    assert gm.frechet_distance(x, y) == pytest.approx(expected, rel=1e-6)
+
+
+def test_patch_crops_grid_and_random() -> None:
+    from glocal.benchmarks.metrics import generation as gm
+
+    image = torch.arange(3 * 8 * 12, dtype=torch.float32).view(3, 8, 12)
+    grid = gm.patch_crops(image, 4)
+    assert grid.shape == (6, 3, 4, 4)
+    assert torch.equal(grid[4], image[:, 4:8, 4:8])
+    assert gm.patch_crops(image, 4, count=5, seed=1).shape == (5, 3, 4, 4)
+    with pytest.raises(gm.GenerationDataError, match="crop 16 is larger than the image"):
+        gm.patch_crops(image, 16)
+
+
+def test_inception_extractor_needs_a_weights_file(tmp_path) -> None:
+    from glocal.benchmarks.metrics import generation as gm
+
+    with pytest.raises(gm.GenerationDataError, match=r"^Inception weights file not found: .*inception=KIND:PATH"):
+        gm.inception_extractor("torchmetrics", tmp_path / "none.pth")
+    (tmp_path / "w.pth").write_bytes(b"")
+    with pytest.raises(gm.GenerationDataError, match="unknown Inception extractor 'tf'"):
+        gm.inception_extractor("tf", tmp_path / "w.pth")
+
+
+def test_quality_evaluator_refuses_random_weights(tiny: sd.ScaleDiTTransformer, tmp_path) -> None:
+    from glocal.benchmarks.tasks import DatasetSpec, EvalContext, TaskError, get_evaluator
+
+    (tmp_path / "p.txt").write_text("a cat\n")
+    spec = DatasetSpec.parse(f"prompts={tmp_path / 'p.txt'},pipeline={tmp_path},out={tmp_path / 'out'}")
+    entry = get_evaluator(spec, "generation")
+    assert entry.needs_pretrained
+    with pytest.raises(TaskError, match=r"^generation quality needs real weights \(got random weights\)"):
+        entry.fn(tiny, None, None, spec, EvalContext(device=torch.device("cpu")))
+    assert not (tmp_path / "out").exists()

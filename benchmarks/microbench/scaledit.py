@@ -60,19 +60,13 @@ def _macs_rate(device: torch.device, dtype: torch.dtype) -> float:
 
 def _cell(model: Any, attention: str, side: int, device: torch.device, dtype: torch.dtype, args: Any) -> dict:
     """Configure, warm up (compiles), time one step; returns seconds per step and the workload."""
-    from glocal.zoo.models.scaledit import attention_macs, step_macs
-
-    cfg = dict(model.config)
-    layout = model.configure(side, attention, impl="flex", rules=args.rules, compile=not args.no_compile,
+    layout = model.configure(side, attention, impl="flex", rules=args.rules, compile_flex=not args.no_compile,
                              device=device)
     inputs = model.make_inputs(device=device, dtype=dtype)
-    blocks = cfg["num_layers"] + cfg["num_single_layers"]
-    dense = attention != "scaledit"
-    attn = attention_macs(layout, cfg["num_attention_heads"], cfg["attention_head_dim"], blocks, dense=dense)
-    pairs = layout.dense_pairs() if dense else layout.pair_formula()
-    out = {"attention": attention, "side": side, "tokens": layout.total, "text": layout.text,
-           "high_res": layout.n_hi, "low_res": layout.n_lo, "pair_fraction": pairs / layout.total ** 2,
-           "attention_gmacs": attn / 1e9, "step_gmacs": step_macs(cfg, layout.total, layout.text, attn) / 1e9}
+    work = model.generation_workload()
+    out = {"attention": attention, "side": side, "text": layout.text, "high_res": layout.n_hi, "low_res": layout.n_lo,
+           "pair_fraction": work["pair_fraction"], "attention_gmacs": work["attention_gmacs"],
+           "step_gmacs": work["step_gmacs"]}
     if out["step_gmacs"] * 1e9 / args.rate > args.budget_s:
         return {**out, "skipped": f"estimated {out['step_gmacs'] * 1e9 / args.rate:.0f} s/step > {args.budget_s:.0f}"}
     with torch.no_grad():

@@ -58,6 +58,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, register
 from glocal.zoo.weights import CheckpointError
@@ -402,20 +403,24 @@ class ScaleDiTAttnProcessor:
                  groups: TokenGroups | None = None) -> None:
         if impl not in IMPLS:
             raise ScaleDiTError(f"unknown attention implementation {impl!r}; expected one of {', '.join(IMPLS)}")
-        self.impl, self.compile, self.layout, self.mask = impl, compile, None, None
+        self.impl, self.compile, self.layout, self.mask, self._masks = impl, compile, None, None, None
         self.groups = groups if groups is not None else TokenGroups()
         if layout is not None:
             self.set_layout(layout)
 
     def set_layout(self, layout: ScaleDiTLayout | None, device: torch.device | str = "cpu") -> None:
-        """Build the mask of ``layout`` once (per resolution), on ``device``."""
-        self.layout = layout
-        if layout is None:
-            self.mask = None
-        elif self.impl == "flex":
-            self.mask = layout.block_mask(device)
-        else:
-            self.mask = layout.dense_mask(device)[None, None]
+        """Use ``layout`` from now on; its mask is built once per device (here on ``device``)."""
+        self.layout, self._masks = layout, {}
+        self.mask = self._mask_on(torch.device(device))
+
+    def _mask_on(self, device: torch.device) -> Any:
+        if self.layout is None:
+            return self.mask if getattr(self, "_masks", None) is None else None
+        key = str(device)
+        if key not in self._masks:
+            self._masks[key] = (self.layout.block_mask(device) if self.impl == "flex"
+                                else self.layout.dense_mask(device)[None, None])
+        return self._masks[key]
 
     def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         from diffusers.models.attention_dispatch import dispatch_attention_fn
@@ -423,11 +428,8 @@ class ScaleDiTAttnProcessor:
         if self.layout is not None and query.shape[1] != self.layout.total:
             raise ScaleDiTError(f"the attention call has {query.shape[1]} tokens but the Scale-DiT layout has "
                                 f"{self.layout.total}; call configure() for this size")
-        mask = self.mask
-        if mask is not None and getattr(mask, "kv_num_blocks", mask).device != query.device:
-            self.set_layout(self.layout, query.device)
-            mask = self.mask
-        if self.impl == "flex" and self.compile:
+        mask = self._mask_on(query.device) if self.layout is not None else self.mask
+        if self.impl == "flex" and self.compile and _get_current_dispatch_mode() is None:  # counters run eager
             q, k, v = (x.permute(0, 2, 1, 3) for x in (query, key, value))
             return _compiled_flex()(q, k, v, block_mask=mask).permute(0, 2, 1, 3)
         backend = "flex" if self.impl == "flex" else "native"
@@ -557,6 +559,8 @@ class ScaleDiTTransformer(nn.Module):
     denoising step. The LoRA, when loaded, is active only with guidance tokens (as in the official code).
     """
 
+    attentions = ATTENTIONS  # the first is this model's own attention (the generation task's default)
+
     def __init__(self, config: dict[str, Any], window: int = 16, factor: int = 4, ntk_factor: float = 10.0,
                  text_tokens: int = 512, **overrides: Any) -> None:
         super().__init__()
@@ -579,9 +583,12 @@ class ScaleDiTTransformer(nn.Module):
                                         self.factor, **kw)
 
     def configure(self, side_px: int, attention: str = "scaledit", impl: str = "flex", rules: str = "inference",
-                  text_attend: str = "limited", compile: bool = False, text: int | None = None,
-                  device: torch.device | str | None = None) -> ScaleDiTLayout:
-        """Install the processor of ``attention`` for square images of ``side_px``; returns the token layout."""
+                  text_attend: str = "limited", compile_flex: bool = False, text: int | None = None,
+                  device: torch.device | str | None = None, frames: int = 1) -> ScaleDiTLayout:
+        """Install the processor of ``attention`` for square images of ``side_px``; returns the token layout.
+        ``compile_flex`` calls a compiled ``flex_attention`` (eager flex materialises the scores on CPU)."""
+        if frames != 1:
+            raise ScaleDiTError(f"scaledit generates images: frames must be 1, got {frames}")
         if attention not in ATTENTIONS:
             raise ScaleDiTError(f"unknown attention mode {attention!r}; expected one of {', '.join(ATTENTIONS)}")
         from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
@@ -592,12 +599,43 @@ class ScaleDiTTransformer(nn.Module):
         if attention == "dense-sdpa":
             self.transformer.set_attn_processor(FluxAttnProcessor())
         else:
-            proc = ScaleDiTAttnProcessor(None, "flex" if attention == "dense-flex" else impl, compile, self.groups)
+            proc = ScaleDiTAttnProcessor(None, "flex" if attention == "dense-flex" else impl, compile_flex, self.groups)
             proc.set_layout(layout if scaledit else None, device)
             self.transformer.set_attn_processor(proc)
         self.transformer.pos_embed.theta = self.base_theta * (self.ntk_factor if scaledit else 1.0)
-        self.state = _Config(attention, layout, dict(impl=impl, rules=rules, compile=compile))
+        self.state = _Config(attention, layout, dict(impl=impl, rules=rules, compile=compile_flex))
         return layout
+
+    def generation_workload(self) -> dict[str, Any]:
+        """Tokens by group, the fraction of query-key pairs computed, and attention and step GMACs (formula)."""
+        layout, c = self.state.layout, dict(self.config)
+        if layout is None:
+            raise ScaleDiTError("call configure(side_px, attention=...) first")
+        dense = self.state.attention != "scaledit"
+        blocks = c["num_layers"] + c["num_single_layers"]
+        attn = attention_macs(layout, c["num_attention_heads"], c["attention_head_dim"], blocks, dense=dense)
+        pairs = layout.dense_pairs() if dense else layout.pair_formula()
+        return {"attention": self.state.attention, "rules": None if dense else layout.rules,
+                "tokens": {"text": layout.text, "high_res": layout.n_hi, "low_res": layout.n_lo,
+                           "total": layout.total},
+                "pair_fraction": pairs / layout.total ** 2, "attention_gmacs": attn / 1e9,
+                "step_gmacs": step_macs(c, layout.total, layout.text, attn) / 1e9, "macs_source": "formula"}
+
+    def glocal_macs(self, inputs: tuple, output: Any) -> int:
+        """MACs of one step from the formula (the dispatcher counter would count masked flex blocks as dense)."""
+        return int(self.generation_workload()["step_gmacs"] * 1e9 * output.shape[0])
+
+    def make_pipeline(self, path: str | Path, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.bfloat16) -> ScaleDiTPipeline:
+        """The two-stage pipeline on a local diffusers FLUX.1-dev folder's VAE, text encoders and scheduler
+        (this model's transformer replaces the folder's; nothing is downloaded)."""
+        from diffusers import FluxPipeline
+
+        if not Path(path).is_dir():
+            raise ScaleDiTError(f"FLUX pipeline folder not found: {path}")
+        pipe = FluxPipeline.from_pretrained(str(path), transformer=self.transformer, torch_dtype=dtype,
+                                            local_files_only=True).to(device)
+        return ScaleDiTPipeline(pipe, self)
 
     def make_inputs(self, batch: int = 1, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                     timestep: float = 0.5, guidance: float = 3.5, seed: int = 0) -> dict[str, Any]:
@@ -724,6 +762,9 @@ def _build(config: str = "flux1_dev", **kwargs: Any) -> ScaleDiTTransformer:
     return ScaleDiTTransformer(FLUX1_DEV if config == "flux1_dev" else FLUX_TINY, **kwargs)
 
 
+_build.attentions = ATTENTIONS  # read by the generation task before anything is built
+
+
 def _detect_layout(state_dict: dict) -> str:
     """``diffusers``: a FluxTransformer2DModel state dict (keys without our ``transformer.`` prefix)."""
     return "official" if all(k.startswith("transformer.") for k in state_dict) else "diffusers"
@@ -766,7 +807,7 @@ register(ModelCard(
     description="FLUX.1-dev (diffusers FluxTransformer2DModel, unmodified) with 16x16-token windows, clean "
                 "low-res guidance tokens at t=0 with x4-scaled RoPE anchors and text tokens as global hubs, run "
                 "as a FlexAttention BlockMask; a dense low-res pass first, then the sparse high-res pass.",
-    convert_state_dict=_convert, detect_layout=_detect_layout,
+    convert_state_dict=_convert, detect_layout=_detect_layout, default_variant="scaledit_tiny",
     variants=(
         Variant(name="scaledit_flux1_dev", builder=_build,
                 kwargs=dict(config="flux1_dev", window=16, factor=4, ntk_factor=10.0, text_tokens=512),
