@@ -162,7 +162,7 @@ def cell_settings(cell: Any, resolution: int, input_shape: list[int] | None, thr
         "input_shape": input_shape, "channels_last": cell.channels_last, "compile": cell.compile, "tf32": cell.tf32,
         "cudnn_benchmark": cell.cudnn_benchmark, "threads": threads,
         "weights_cast": "pure" if cell.precision != "fp32" else None, "stop_rule": dict(cell.rule),
-        "method": cell.method, "task_options": dict(cell.task_options), "backends": {},
+        "method": cell.method, "task_options": dict(cell.task_options), "timeout_s": cell.timeout, "backends": {},
     }
 
 

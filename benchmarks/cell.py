@@ -305,9 +305,29 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
     return cell.record
 
 
+def _exit_with_parent(workdir: Path) -> None:
+    """End this cell (and remove its work folder) as soon as the process that started it is gone: a killed
+    ``bench run`` leaves no measuring process and no temp folder behind."""
+    import os
+    import shutil
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.25)
+            if os.getppid() != parent:
+                shutil.rmtree(workdir, ignore_errors=True)
+                os._exit(3)
+
+    threading.Thread(target=watch, name="glocal-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec_path, out_path = Path(argv[0]), Path(argv[1])
+    _exit_with_parent(spec_path.parent)
     spec = CellSpec(**json.loads(spec_path.read_text()))
     record = run_cell(spec)
     from glocal.benchmarks.results import write_atomic

@@ -32,6 +32,7 @@ class LocalLauncher:
     def run(self, cells: Sequence[CellSpec], on_record: OnRecord, on_event: OnEvent | None = None) -> None:
         from glocal.benchmarks import runner
 
+        runner.remove_stale_cell_dirs()
         for i, cell in enumerate(cells):
             forward = (lambda kind, args, i=i: on_event(i, kind, args)) if on_event else None
             on_record(i, runner.run_cell_subprocess(cell, forward))

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,8 @@ def check_device(device: str) -> torch.device:
             raise RunError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
     elif dev.type != "cpu":
         raise RunError(f"unsupported device {device!r} (use cpu, cuda, cuda:N)")
+    elif dev.index not in (None, 0):
+        raise RunError(f"device {device!r} does not exist (the CPU is 'cpu')")
     return dev
 
 
@@ -260,10 +263,35 @@ def reproduce_command(c: CellSpec) -> str:
     return shlex.join(parts)
 
 
+CELL_DIR_PREFIX = "glocal-cell-"
+
+
+def remove_stale_cell_dirs(root: Path | None = None) -> int:
+    """Remove the work folders of cells whose ``bench`` process died (killed with -9, say): the measurement
+    they may hold was never stored and cannot be trusted to belong to a finished run. Returns how many."""
+    removed = 0
+    for d in Path(root or tempfile.gettempdir()).glob(f"{CELL_DIR_PREFIX}*-*"):
+        pid = d.name[len(CELL_DIR_PREFIX):].split("-", 1)[0]
+        if d.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_cell_subprocess(spec: CellSpec, on_event: Callable[[str, list[str]], None] | None = None) -> dict[str, Any]:
     """Run one cell in a fresh interpreter; a crash becomes an ``error`` (or ``oom``) record, a cell past its
     ``timeout`` is killed and recorded as ``timeout``."""
-    with tempfile.TemporaryDirectory(prefix="glocal-cell-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{CELL_DIR_PREFIX}{os.getpid()}-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "record.json"
         spec_path.write_text(spec.to_json())
         env = {**os.environ, "GLOCAL_CELL": "1", "PYTHONUNBUFFERED": "1"}
@@ -329,6 +357,6 @@ def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool
     if not spec.threads:
         settings.pop("threads")
     record = cell_record(spec, card, variant, task.name, settings, environment(torch.device(spec.device)),
-                         status=status, error=f"{why}{': ' + last if last else ''}")
+                         status=status, error=f"{why}{': ' + last if last and status == 'error' else ''}")
     record["notes"] = list(tail[-3:])
     return record
