@@ -20,9 +20,27 @@ HD_SCALES = (3, 4, 5)  # 2^k downsampling factors of HD-MSE / HD-LPIPS
 I3D_SIZE = 224  # HD-FVD: native-resolution patches of the I3D input size
 
 
-def frame_text_scores(frame_embeddings: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
-    """CLIP score per frame: cosine between each frame's image embedding (T, D) and the prompt's (D,)."""
-    return F.cosine_similarity(frame_embeddings, text_embedding.reshape(1, -1), dim=-1)
+def preprocess_frames(video: torch.Tensor, size: int = 224,
+                      mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),
+                      std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711)) -> torch.Tensor:
+    """CLIP preprocessing of (T, 3, H, W) frames: short side to ``size`` (bicubic), centre crop, normalise."""
+    _, _, h, w = video.shape
+    scale = size / min(h, w)
+    frames = F.interpolate(video, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bicubic",
+                           antialias=True, align_corners=False).clamp(0, 1)
+    top, left = (frames.shape[-2] - size) // 2, (frames.shape[-1] - size) // 2
+    frames = frames[..., top:top + size, left:left + size]
+    return (frames - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def frame_clip_scores(video: torch.Tensor, prompt: str, model: torch.nn.Module,
+                      tokenizer: Callable[[list[str]], torch.Tensor], size: int = 224) -> torch.Tensor:
+    """CLIP score of every frame against the prompt (raw cosine), with an open_clip model and its tokenizer."""
+    from glocal.benchmarks.metrics.generation import clip_score
+
+    with torch.no_grad():
+        return clip_score(preprocess_frames(video, size), [prompt] * video.shape[0], model.encode_image,
+                          lambda texts: model.encode_text(tokenizer(list(texts))))
 
 
 def temporal_consistency(frame_embeddings: torch.Tensor) -> float:
@@ -30,21 +48,6 @@ def temporal_consistency(frame_embeddings: torch.Tensor) -> float:
     if frame_embeddings.shape[0] < 2:
         raise ValueError("temporal consistency needs at least 2 frames")
     return float(F.cosine_similarity(frame_embeddings[1:], frame_embeddings[:-1], dim=-1).mean())
-
-
-def clip_frame_embeddings(model: torch.nn.Module, video: torch.Tensor, size: int = 224,
-                          mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),
-                          std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711)) -> torch.Tensor:
-    """open_clip image embeddings of every frame (resized so the short side is ``size``, centre-cropped)."""
-    t, _, h, w = video.shape
-    scale = size / min(h, w)
-    frames = F.interpolate(video, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bicubic",
-                           antialias=True, align_corners=False).clamp(0, 1)
-    top, left = (frames.shape[-2] - size) // 2, (frames.shape[-1] - size) // 2
-    frames = frames[..., top:top + size, left:left + size]
-    frames = (frames - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    with torch.no_grad():
-        return model.encode_image(frames)
 
 
 def down_up(video: torch.Tensor, k: int) -> torch.Tensor:
@@ -71,41 +74,21 @@ def hd_lpips(video: torch.Tensor, lpips: Callable[[torch.Tensor, torch.Tensor], 
 
 
 def video_patches(video: torch.Tensor, size: int = I3D_SIZE) -> torch.Tensor:
-    """Non-overlapping native-resolution ``size x size`` patches of a (T, 3, H, W) video: (P, T, 3, size, size)."""
-    t, c, h, w = video.shape
-    rows, cols = h // size, w // size
-    if rows == 0 or cols == 0:
-        raise ValueError(f"a {h}x{w} video has no {size}x{size} patch")
-    x = video[..., :rows * size, :cols * size].reshape(t, c, rows, size, cols, size)
-    return x.permute(2, 4, 0, 1, 3, 5).reshape(rows * cols, t, c, size, size)
+    """The non-overlapping native-resolution ``size x size`` patches of a (T, 3, H, W) video as clips:
+    (P, T, 3, size, size), each clip one patch position through all frames."""
+    from glocal.benchmarks.metrics.generation import GenerationDataError, patch_crops
 
-
-def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and (unbiased) covariance of (N, D) features, in float64."""
-    f = features.double()
-    if f.shape[0] < 2:
-        raise ValueError("Fréchet statistics need at least 2 feature vectors")
-    return f.mean(0), torch.cov(f.T)
-
-
-def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) (the FID/FVD distance), with scipy's matrix square root."""
-    import numpy as np
-    from scipy import linalg
-
-    s1, s2 = sigma1.double().cpu().numpy(), sigma2.double().cpu().numpy()
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():  # singular product: offset both diagonals slightly (as pytorch-fid does)
-        eps = np.eye(s1.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
-    covmean = covmean.real
-    diff = (mu1 - mu2).double().cpu().numpy()
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    try:
+        return torch.stack([patch_crops(frame, size) for frame in video], dim=1)
+    except GenerationDataError as e:
+        raise ValueError(str(e)) from None
 
 
 def hd_fvd(real: Sequence[torch.Tensor], generated: Sequence[torch.Tensor],
            extractor: Callable[[torch.Tensor], torch.Tensor], size: int = I3D_SIZE) -> float:
     """HD-FVD: FVD between the I3D features of native-resolution patches of real and generated videos.
     ``extractor`` maps a batch of clips (P, T, 3, size, size) in [0, 1] to (P, D) features (the user's I3D)."""
+    from glocal.benchmarks.metrics.generation import frechet_distance
+
     feats = [torch.cat([extractor(video_patches(v, size)) for v in videos]) for videos in (real, generated)]
-    return frechet_distance(*gaussian_stats(feats[0]), *gaussian_stats(feats[1]))
+    return frechet_distance(feats[0], feats[1])
