@@ -257,14 +257,15 @@ def test_processor_parameters_are_in_and_load_from_the_state_dict(tiny, tmp_path
     per_block = {re.match(r"blocks\.(\d+)\.", k).group(1) for k in proc_keys}
     assert per_block == {"3", "4"} and len(proc_keys) == 2 * 44
     assert not any(".attn2.processor." in k for k in sd)
-    torch.save(sd, tmp_path / "tiny.pt")
+    torch.save(sd, tmp_path / "tiny.pt")  # a bare diffusers state dict: the card adds the wrapper's prefix
     torch.manual_seed(123)
     fresh = create_model("ultragen_tiny", weights=tmp_path / "tiny.pt")
+    assert fresh.glocal_weights.layout == "diffusers"
     for k in proc_keys:
-        assert torch.equal(fresh.state_dict()[k], sd[k])
+        assert torch.equal(fresh.state_dict()[f"transformer.{k}"], sd[k])
     x, t, ctx = _inputs(5)
     with torch.no_grad():
-        torch.testing.assert_close(fresh(x, t, ctx, return_dict=False)[0], tiny(x, t, ctx, return_dict=False)[0])
+        torch.testing.assert_close(fresh(x, t, ctx), tiny(x, t, ctx, return_dict=False)[0])
 
 
 def test_full_size_official_layout_converts_to_the_model_exactly():
@@ -276,14 +277,15 @@ def test_full_size_official_layout_converts_to_the_model_exactly():
     card, variant = resolve("ultragen_1080p")
     with torch.device("meta"):
         model = variant.build()
-    converted = U.convert_official(official)
+    converted = card.convert_state_dict(official, card.detect_layout(official))
     check_keys_and_shapes(model.state_dict(), converted)
     assert sum(p.numel() for p in model.parameters()) == manifest["num_params"] == variant.params
     assert list(U.to_official(converted)) == list(official)
     assert card.detect_layout(official) == "diffsynth" and card.detect_layout(converted) == "native"
+    assert card.detect_layout(U.convert_official(official)) == "diffusers"
     branch = [k for k in converted if ".processor." in k]
     assert len(branch) == manifest["ultragen_additions"]["num_keys"]
-    assert {int(k.split(".")[1]) for k in branch} == set(manifest["ultragen_additions"]["blocks"])
+    assert {int(k.split(".")[2]) for k in branch} == set(manifest["ultragen_additions"]["blocks"])
 
 
 def _tiny_official(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -316,7 +318,7 @@ def test_tiny_official_layout_round_trips_through_the_model():
         assert torch.equal(back[k], v), k
     x, t, ctx = _inputs(2)
     with torch.no_grad():
-        assert torch.isfinite(model(x, t, ctx, return_dict=False)[0]).all()
+        assert torch.isfinite(model(x, t, ctx)).all()
 
 
 def _info():
@@ -417,3 +419,51 @@ def test_lists_without_diffusers_and_building_names_the_extra(monkeypatch):
     assert "ultragen_tiny" in zoo.list_models() and "ultragen_1080p" in zoo.list_models()
     with pytest.raises(ImportError, match=r"^ultragen needs diffusers: pip install 'glocal\[generation\]'"):
         create_model("ultragen_tiny", weights="random")
+
+
+# ---------------------------------------------------------------------------------------------- generation task
+
+
+def test_video_wrapper_configures_sizes_attention_and_workload():
+    model = create_model("ultragen_tiny", weights="random").eval()
+    assert model.configure(480, frames=5) == (2, 30, 52)
+    assert U.video_size(1080) == (1088, 1920) and U.video_size(2160) == (2176, 3840) and U.video_size(64) == (64, 64)
+    model.configure(64, attention="ultragen", frames=5)
+    inputs = model.make_inputs(batch=1, seed=3)
+    assert inputs["hidden_states"].shape == (1, 16, 2, 8, 8) and inputs["encoder_hidden_states"].shape[1] == 512
+    with torch.no_grad():
+        ultra = model(**inputs)
+        work = model.generation_workload()
+        model.configure(64, attention="dense-sdpa", frames=5)
+        dense = model(**inputs)
+    assert ultra.shape == dense.shape == inputs["hidden_states"].shape and (ultra - dense).abs().max() > 1e-4
+    assert not any(".processor." in k for k in model.state_dict())  # Wan's own processor everywhere
+    dense_work = model.generation_workload()
+    n, d, layers = 2 * 4 * 4, 32, 5
+    assert work["tokens"]["video"] == dense_work["tokens"]["video"] == n and dense_work["pair_fraction"] == 1.0
+    assert dense_work["attention_gmacs"] == pytest.approx(2 * d * n * n * layers / 1e9)
+    grid = (2, 4, 4)
+    assert work["pair_fraction"] == pytest.approx(U.pair_fraction(grid, layers, U.parse_options()))
+    assert work["attention_gmacs"] == pytest.approx(U.exact_attention_flops(grid, d, layers, U.parse_options()) / 2e9)
+    model.configure(64, attention="ultragen", frames=5)
+    assert sum(".processor." in k for k in model.state_dict()) == 2 * 44
+    with pytest.raises(U.VideoShapeError, match="4k\\+1"):
+        model.configure(64, frames=8)
+    with pytest.raises(U.VideoShapeError, match="multiple of 16"):
+        model.configure(100)
+
+
+def test_generation_task_refuses_bad_frames_and_sizes_up_front():
+    from glocal.benchmarks.tasks import TaskError, get_task
+    from glocal.benchmarks.tasks.generation import named_resolutions
+
+    task = get_task("generation")
+    card, variant = resolve("ultragen_tiny")
+    assert task.check_options(card, variant, {"frames": "81"})["attention"] == "ultragen"
+    assert task.compare(card, variant, "dense") == [("ultragen_tiny", {"attention": "dense-sdpa"})]
+    with pytest.raises(TaskError, match="^ultragen_tiny: 80 frames cannot be mapped by the Wan VAE"):
+        task.check_options(card, variant, {"frames": "80"})
+    with pytest.raises(TaskError, match="ultragen_tiny"):
+        task.check_resolution(card, variant, 1000)
+    task.check_resolution(card, variant, 1080)
+    assert named_resolutions("480p, 720p,1080P,4k,256") == "480,720,1080,2160,256"

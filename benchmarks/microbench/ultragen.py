@@ -60,14 +60,6 @@ def parse_video(text: str) -> Video:
     return Video(text.strip(), int(m.group(1)), h, w)
 
 
-def forward_flops(cfg: dict[str, Any], tokens: int, attention_flops: float) -> float:
-    """FLOPs of one Wan forward: projections and FFN (2 per MAC) plus the given self-attention matmul FLOPs and the
-    cross-attention to the text tokens; used to predict a step's time before running it."""
-    d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-    per_layer = 2 * tokens * (6 * d * d + 2 * d * cfg["ffn_dim"]) + 2 * TEXT_TOKENS * 2 * d * d
-    return cfg["num_layers"] * (per_layer + 4 * d * tokens * TEXT_TOKENS) + attention_flops
-
-
 def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 2048) -> float:
     """This device's dense matmul rate in FLOP/s (median of a few n x n products)."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
@@ -110,7 +102,7 @@ def bench_shape(shape: str, videos: list[Video], device: torch.device, dtype: to
             "dense_attention_tflops": dense_attn / 1e12,
             "pair_fraction": U.pair_fraction(grid, cfg["num_layers"], opts),
         }
-        predicted = forward_flops(cfg, n, dense_attn) / rate
+        predicted = U.step_flops(cfg, n, TEXT_TOKENS, dense_attn) / rate
         row["predicted_dense_s"] = predicted
         if predicted > max_step_s:
             rows.append({**row, "status": f"skipped: dense step predicted {predicted:.0f} s > {max_step_s:g} s"})

@@ -59,6 +59,7 @@ __all__ = [
     "UltraGenAttnProcessor", "UltraGenContext", "UltraGenOptions", "UltraGenOptionError", "VideoShapeError",
     "build_ultragen", "install_ultragen", "convert_official", "to_official", "wan_latent_grid", "layer_geometry",
     "attention_pairs", "eq12_attention_flops", "exact_attention_flops", "pair_fraction", "VIDEO_SIZES",
+    "UltraGenVideo", "video_size", "step_flops", "convert_to_native",
 ]
 
 RELEASED_DENSE_LAYERS = (0, 1, 2, 27, 28, 29)
@@ -69,6 +70,9 @@ WAN_PATCH = (1, 2, 2)
 VIDEO_SIZES: dict[str, tuple[int, int]] = {
     "480p": (480, 832), "720p": (720, 1280), "1080p": (1088, 1920), "4k": (2176, 3840),
 }
+_BY_HEIGHT = {480: VIDEO_SIZES["480p"], 720: VIDEO_SIZES["720p"], 1080: VIDEO_SIZES["1080p"],
+              1088: VIDEO_SIZES["1080p"], 2160: VIDEO_SIZES["4k"], 2176: VIDEO_SIZES["4k"]}
+ATTENTIONS = ("ultragen", "dense-sdpa")  # the generation task's modes: this model's own first
 
 
 class UltraGenOptionError(ValueError):
@@ -148,6 +152,17 @@ def wan_latent_grid(frames: int, height: int, width: int) -> tuple[int, int, int
     return (frames - 1) // WAN_VAE_STRIDE[0] + 1, height // step, width // step
 
 
+def video_size(side: int) -> tuple[int, int]:
+    """Frame (height, width) of a cell's resolution: 480, 720, 1080 and 2160 (480p ... 4k) are Wan's and UltraGen's
+    16:9 sizes (1080 -> 1088 x 1920, 2160 -> 2176 x 3840); any other multiple of 16 is a square frame."""
+    if side in _BY_HEIGHT:
+        return _BY_HEIGHT[side]
+    if side < 16 or side % 16:
+        raise VideoShapeError(f"resolution {side}: give 480, 720, 1080, 2160 (480p ... 4k) or a square side that is a "
+                              "multiple of 16")
+    return side, side
+
+
 def nearest_multiple(n: int, k: int) -> int:
     """The multiple of ``k`` nearest to ``n`` (ties go down), as the released code resizes; refuses 0."""
     lower = n // k * k
@@ -214,6 +229,14 @@ def eq12_attention_flops(tokens: int, dim: int, num_layers: int, dense_layers: I
     dense = len([i for i in set(dense_layers) if 0 <= i < num_layers])
     full = 4.0 * dim * tokens**2
     return dense * full + (num_layers - dense) * full * (5 / (4 * k**2) + 1 / k**4)
+
+
+def step_flops(config: Mapping[str, Any], tokens: int, text_tokens: int, attention_flops: float) -> float:
+    """FLOPs of one Wan forward: projections and FFN (2 per MAC), the given self-attention matmul FLOPs, and the
+    cross-attention to the text tokens (the small embedding and output layers are left out)."""
+    d = config["num_attention_heads"] * config["attention_head_dim"]
+    per_layer = 2 * tokens * (6 * d * d + 2 * d * config["ffn_dim"]) + 2 * text_tokens * 2 * d * d
+    return config["num_layers"] * (per_layer + 4 * d * tokens * text_tokens) + attention_flops
 
 
 def pair_fraction(grid: tuple[int, int, int], num_layers: int, options: UltraGenOptions) -> float:
@@ -514,6 +537,96 @@ def build_ultragen(*, num_layers: int, num_attention_heads: int, attention_head_
     return wan
 
 
+class UltraGenVideo(nn.Module):
+    """diffusers' ``WanTransformer3DModel`` with UltraGen installed (as ``.transformer``, unmodified) behind the
+    generation task's interface: :meth:`configure` picks the attention (``ultragen`` or Wan's own ``dense-sdpa``
+    processor, same weights) and the video size, :meth:`make_inputs` builds one denoising step's inputs,
+    :meth:`generation_workload` reports tokens, pair fraction and FLOPs from the formulas; ``forward`` is one step.
+    """
+
+    attentions = ATTENTIONS  # read by the generation task before anything is built
+    check_side = staticmethod(video_size)  # the generation task refuses sizes and frame counts up front
+
+    @staticmethod
+    def check_frames(frames: int) -> None:
+        wan_latent_grid(frames, 16, 16)
+
+    def __init__(self, text_tokens: int = 512, **kwargs: Any) -> None:
+        super().__init__()
+        self.transformer = build_ultragen(**kwargs)
+        if self.transformer.ultragen_options.attention != "ultragen":
+            raise UltraGenOptionError("UltraGenVideo switches attention with configure(); build it with UltraGen")
+        self.text_tokens = text_tokens
+        self._ultragen = dict(self.transformer.attn_processors)  # to switch back from dense
+        self.setting: dict[str, Any] = {}
+
+    @property
+    def config(self) -> Any:
+        return self.transformer.config
+
+    def configure(self, side: int, attention: str = "ultragen", frames: int = 1, device: Any = None,
+                  text: int | None = None) -> tuple[int, int, int]:
+        """Install ``attention`` for ``frames`` frames at the resolution ``side`` (see :func:`video_size`); returns
+        the token grid. ``dense-sdpa`` is Wan's own processor on every block (the baseline)."""
+        if attention not in ATTENTIONS:
+            raise UltraGenOptionError(f"unknown attention {attention!r}; expected one of {', '.join(ATTENTIONS)}")
+        height, width = video_size(side)
+        grid = wan_latent_grid(frames, height, width)
+        if attention == "ultragen":
+            self.transformer.set_attn_processor(dict(self._ultragen))
+        else:
+            from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+            self.transformer.set_attn_processor(WanAttnProcessor())
+        self.setting = dict(attention=attention, frames=frames, size=(height, width), grid=grid,
+                            text=self.text_tokens if text is None else text)
+        return grid
+
+    def _configured(self) -> dict[str, Any]:
+        if not self.setting:
+            raise UltraGenOptionError("call configure(side, attention=..., frames=...) first")
+        return self.setting
+
+    def make_inputs(self, batch: int = 1, device: Any = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
+                    timestep: float = 700.0) -> dict[str, torch.Tensor]:
+        """Random inputs of one step at the configured size: latents (B, 16, T', 2H', 2W'), umT5-width text
+        tokens, and the timestep (0..1000, as the Wan scheduler feeds it)."""
+        s, c = self._configured(), self.config
+        (t, h, w), g = s["grid"], torch.Generator().manual_seed(seed)
+        latents = torch.randn(batch, c.in_channels, t * c.patch_size[0], h * c.patch_size[1], w * c.patch_size[2],
+                              generator=g)
+        text = torch.randn(batch, s["text"], c.text_dim, generator=g)
+        return dict(hidden_states=latents.to(device=device, dtype=dtype), timestep=torch.full((batch,), timestep,
+                    device=device), encoder_hidden_states=text.to(device=device, dtype=dtype))
+
+    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
+                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        """One denoising step: the flow prediction, shaped like ``hidden_states``."""
+        return self.transformer(hidden_states, timestep, encoder_hidden_states, return_dict=False)[0]
+
+    def generation_workload(self) -> dict[str, Any]:
+        """Tokens, the fraction of dense attention's query-key pairs computed, attention GMACs (exact geometry and
+        the paper's eq. 12, dense layers counted) and the step's GMACs, all from formulas."""
+        s, c = self._configured(), dict(self.config)
+        grid, opts, layers = s["grid"], self.transformer.ultragen_options, c["num_layers"]
+        n, d = math.prod(grid), c["num_attention_heads"] * c["attention_head_dim"]
+        dense = s["attention"] != "ultragen"
+        exact = 4.0 * d * n * n * layers if dense else exact_attention_flops(grid, d, layers, opts)
+        eq12 = exact if dense else eq12_attention_flops(n, d, layers, opts.dense_set(layers))
+        return {"attention": s["attention"], "frames": s["frames"], "video": "{}x{}".format(*s["size"]),
+                "latent_grid": list(grid), "tokens": {"video": n, "text": s["text"], "total": n},
+                "pair_fraction": 1.0 if dense else pair_fraction(grid, layers, opts),
+                "attention_gmacs": exact / 2e9, "attention_gmacs_eq12": eq12 / 2e9,
+                "step_gmacs": step_flops(c, n, s["text"], exact) / 2e9, "macs_source": "formula"}
+
+    def glocal_backends(self) -> dict[str, str]:
+        """Recorded with results: which processor ran the self-attention."""
+        attention = self.setting.get("attention", "")
+        impl = "UltraGenAttnProcessor (diffusers dispatch_attention_fn)" if attention == "ultragen" else (
+            "WanAttnProcessor (diffusers dispatch_attention_fn)")
+        return {"attention": attention, "impl": impl, "options": str(self.transformer.ultragen_options)}
+
+
 # --------------------------------------------------------------------------------------------- checkpoints
 
 # DiffSynth-Studio WanModel names (as in ultragen_1080p.ckpt) -> diffusers WanTransformer3DModel names.
@@ -581,8 +694,9 @@ def convert_official(state_dict: Mapping[str, torch.Tensor], layout: str = "diff
 
 
 def to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse of :func:`convert_official` (this module's names -> the released layout), e.g. to export."""
-    return {_official_name(k): v for k, v in state_dict.items()}
+    """Inverse of :func:`convert_official` (diffusers names, with or without :class:`UltraGenVideo`'s
+    ``transformer.`` prefix -> the released layout), e.g. to export."""
+    return {_official_name(k.removeprefix("transformer.")): v for k, v in state_dict.items()}
 
 
 def _official_name(key: str) -> str:
@@ -606,8 +720,20 @@ def _official_name(key: str) -> str:
 
 
 def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """``diffsynth`` for the released checkpoint's names, else ``native``."""
-    return "diffsynth" if any(k.startswith(("head.head.", "blocks.0.self_attn.")) for k in state_dict) else "native"
+    """``diffsynth`` for the released checkpoint's names, ``diffusers`` for a bare Wan/UltraGen state dict (no
+    ``transformer.`` prefix), else ``native`` (:class:`UltraGenVideo`'s own)."""
+    if any(k.startswith(("head.head.", "blocks.0.self_attn.")) for k in state_dict):
+        return "diffsynth"
+    return "native" if all(k.startswith("transformer.") for k in state_dict) else "diffusers"
+
+
+def convert_to_native(state_dict: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+    """The card's converter: the released layout or a bare diffusers state dict -> :class:`UltraGenVideo`'s keys."""
+    if layout == "diffsynth":
+        state_dict = convert_official(state_dict)
+    elif layout != "diffusers":
+        raise ValueError(f"unknown UltraGen checkpoint layout {layout!r} (known: diffsynth, diffusers)")
+    return {f"transformer.{k}": v for k, v in state_dict.items()}
 
 
 # --------------------------------------------------------------------------------------------- registration
@@ -636,11 +762,13 @@ register(ModelCard(
     default_variant="ultragen_tiny",
     description="Wan2.1-T2V-1.3B whose self-attention runs three branches (local K x K windows, 4x-compressed "
                 "global, 2x-compressed windows) fused by timestep gates; diffusers WanTransformer3DModel host.",
-    convert_state_dict=convert_official, detect_layout=detect_layout,
+    convert_state_dict=convert_to_native, detect_layout=detect_layout,
     variants=(
-        Variant(name="ultragen_tiny", builder=build_ultragen, kwargs=WAN_TINY,
+        Variant(name="ultragen_tiny", builder=UltraGenVideo, kwargs=WAN_TINY, resolution_multiple=8,
+                resolutions=(256,),
                 notes="Tiny random Wan (width 32, 5 blocks) for CPU tests and the harness; no weights."),
-        Variant(name="ultragen_1080p", builder=build_ultragen, kwargs=WAN21_1_3B, params=1_696_002_112,
+        Variant(name="ultragen_1080p", builder=UltraGenVideo, kwargs=WAN21_1_3B, params=1_696_002_112,
+                resolution_multiple=8, resolutions=(480, 720, 1080),
                 paper_metrics=_PAPER,
                 weights=(WeightSource(description="ultragen_1080p.ckpt: DiffSynth-Studio WanModel layout with "
                                                   "UltraGen's branch parameters (1,881 keys)",
