@@ -59,18 +59,18 @@ def errors_as_one_line(*extra: type[BaseException]) -> Iterator[None]:
         fail(str(e))
 
 
-def parse_list(values: list[str] | None, what: str, cast: type = str) -> list | None:
+def parse_list(values: list[str] | None, what: str, cast: type = str, maximum: int = 1 << 20) -> list | None:
     """``--x 1,2 --x 3`` -> [1, 2, 3]. Items are stripped; an empty item is an error. ``int`` items must be
-    plain positive ASCII integers (no signs, underscores or other digits)."""
+    plain positive ASCII integers (no signs, underscores or other digits) up to ``maximum``."""
     if not values:
         return None
     items = [v.strip() for raw in values for v in raw.split(",")]
     if any(not v for v in items):
         fail(f"{what}: empty value in {','.join(values)!r}")
     if cast is int:
-        bad = [v for v in items if not (v.isascii() and v.isdigit()) or int(v) < 1]
+        bad = [v for v in items if not (v.isascii() and v.isdigit()) or not 1 <= int(v) <= maximum]
         if bad:
-            fail(f"{what}: expected positive integers, got {', '.join(repr(b) for b in bad)}")
+            fail(f"{what}: expected positive integers up to {maximum}, got {', '.join(repr(b[:20]) for b in bad)}")
     try:
         return [cast(v) for v in items]
     except ValueError:

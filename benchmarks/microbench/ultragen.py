@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from glocal.benchmarks.progress import track
+from glocal.progress import track
 from glocal.benchmarks.timing import StopRule, measure
 
 NAME = "ultragen"
