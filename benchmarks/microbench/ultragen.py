@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from glocal.progress import track
 from glocal.benchmarks.timing import StopRule, measure
+from glocal.progress import track
 
 NAME = "ultragen"
 TEXT_TOKENS = 512
