@@ -276,6 +276,8 @@ def reproduce_command(c: CellSpec) -> str:
             parts += [flag, f"{c.rule[key]:g}" if isinstance(c.rule[key], float) else str(c.rule[key])]
     if c.timeout:
         parts += ["--timeout", f"{c.timeout:g}"]
+    if not c.measure:
+        parts.append("--eval-only")
     for d in c.datasets:
         parts += ["--dataset", d]
     return shlex.join(parts)
@@ -372,7 +374,7 @@ def _oom_kills() -> int | None:
 
 
 def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool = False,
-                 oom_killed: bool | None = None) -> dict[str, Any]:
+                 oom_killed: bool | None = None, why: str | None = None) -> dict[str, Any]:
     """The record of a cell whose process died before writing its own (same settings as a finished one). A
     SIGKILL is ``oom`` only when the kernel counted an out-of-memory kill meanwhile; otherwise it is an error."""
     from glocal.benchmarks.cell import resolve_cell
@@ -383,7 +385,9 @@ def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool
     shape = task.input_shape(card, variant, res)
     killed = code < 0 and -code == signal.SIGKILL
     last = next((line for line in reversed(tail) if line.strip()), "")
-    if timed_out:
+    if why is not None:
+        status = "error"
+    elif timed_out:
         status, why = "timeout", f"past its time limit of {spec.timeout:g} s"
     elif killed and oom_killed:
         status, why = "oom", "killed by the kernel's out-of-memory killer"

@@ -1,6 +1,7 @@
 """The ``bench`` command (also ``python -m glocal``): one typer app, one error path.
 
 bench run --model gcvit                       measure a model; records go to the store
+bench sweep FILE.yaml [--resume]              a grid of cells on a launcher (local, Ray, Slurm)
 bench list models|datasets|tasks|methods|generators   what is registered
 bench results ls|show|export                  read the store
 bench datasets make NAME --from DIR --out DIR generate a dataset from your own images
@@ -30,7 +31,9 @@ EXIT_ERROR = 2
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:
     """One clear line on stderr and a non-zero exit."""
-    text = " ".join(str(message).split())  # one line, whatever the message held
+    from rich.markup import escape
+
+    text = escape(" ".join(str(message).split()))  # one line, whatever the message held; [extra] is not markup
     err.print(f"[bold red]error:[/] {text}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -103,4 +106,5 @@ from glocal.benchmarks.cli import (  # noqa: E402, F401
     microbench,
     results,
     run,
+    sweep,
 )

@@ -156,6 +156,9 @@ def run(
     store: Annotated[Path | None, typer.Option(help=STORE_HELP)] = None,
     no_store: Annotated[bool, typer.Option("--no-store", help="do not write records")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the records to a JSON file")] = None,
+    eval_only: Annotated[bool, typer.Option(
+        "--eval-only", help="score datasets only: no timing or memory pass (untimed cells may share a machine)")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON")] = False,
 ) -> None:
     """Measure latency, throughput, memory and compute (and quality, given a dataset and pretrained weights)."""
@@ -174,7 +177,7 @@ def run(
         weights=weights, task=task, methods=list(method or []), task_options=parse_pairs(opt, "--opt"),
         sweeps=sweeps, compare=list(compare or []), channels_last=channels_last, compile=compile, tf32=tf32,
         cudnn_benchmark=cudnn_benchmark, threads=threads, datasets=list(dataset or []),
-        eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout,
+        eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout, measure=not eval_only,
     )
     with errors_as_one_line():
         target = None if no_store else ResultStore(store)
