@@ -327,6 +327,7 @@ def scaling_spec(group: ChartGroup, colors: dict[str, str] | None = None, *, val
     y = alt.Y("value:Q", title=group.y_title, scale=alt.Scale(type="log", nice=False, padding=12))
     tooltip = [
         alt.Tooltip("series:N", title="model"),
+        alt.Tooltip("variant:N", title="variant"),
         alt.Tooltip("hardware:N", title="hardware"),
         alt.Tooltip("resolution:Q", title="resolution"),
         alt.Tooltip("value:Q", title=group.y_title.split(" (")[0], format=".4~g"),
