@@ -35,12 +35,10 @@ from glocal.leaderboard.data import (
     get,
     hardware_label,
     human_date,
-    is_noisy,
     is_ok,
     is_random,
-    measured,
-    method_label,
     latest_per_cell,
+    method_label,
     newest_key,
     num,
     record_anchors,
@@ -59,10 +57,8 @@ from glocal.leaderboard.tables import (
     columns_for,
     fmt_params,
     fmt_sig,
-    noise_title,
     primary_value,
     prune_columns,
-    rank_records,
     tab_for,
 )
 
@@ -570,6 +566,10 @@ def _weights_packages(variants: Sequence[dict]) -> list[dict]:
     return [{"text": t, "variants": names} for t, names in seen.items()]
 
 
+def _paper_of(card_of: Any, metric: str | None, record: dict) -> float | None:
+    return views.paper_value(card_of(record), record["model"]["variant"], metric)
+
+
 def _overview_rankings(index: SiteIndex, tabs: Sequence[TabData], draw: bool) -> tuple[dict, dict]:
     """Per tab with records: its rankings (quality where measured with real weights, then efficiency at a
     stated setting) and the paper-reported-quality-against-measured-latency charts."""
@@ -590,9 +590,8 @@ def _overview_rankings(index: SiteIndex, tabs: Sequence[TabData], draw: bool) ->
             for row in ranking.rows:
                 row.href = index.at("").model_href(row.record)
         defaults = views.device_defaults(views.ranking_settings(t.records))
-        groups = charts_mod.paper_groups(
-            t.records, t.tab, defaults, lambda r: views.paper_value(card_of(r), r["model"]["variant"], t.tab.primary),
-            label) if t.tab.primary else []
+        paper = functools.partial(_paper_of, card_of, t.tab.primary)
+        groups = charts_mod.paper_groups(t.records, t.tab, defaults, paper, label) if t.tab.primary else []
         figs[t.tab.slug] = _chart_figures(groups, f"overview-{t.tab.slug}", draw, index.colors)
     return rankings, figs
 

@@ -134,8 +134,7 @@ def efficiency_ranking(records: Sequence[dict], tab: Tab, card_of: Callable[[dic
     unit = tab.throughput_unit
     columns = [
         ("rank", "Rank", "1 = fastest median latency at this setting; noisy measurements are not ranked"),
-        ("model", "Model", ""),
-        ("variant", "Variant", ""),
+        ("variant", "Variant", "links to the model's page"),
         ("latency", "Latency (ms)", "median latency, measured here; ≈ marks a noisy measurement"),
         ("throughput", f"Throughput ({unit})", "measured here"),
         ("gpu_alloc", "GPU peak alloc. (MiB)", "measured here"),
@@ -144,7 +143,8 @@ def efficiency_ranking(records: Sequence[dict], tab: Tab, card_of: Callable[[dic
         ("gmacs", "Compute (GMACs)", "measured here, batch 1"),
     ]
     if tab.primary:
-        columns.append(("paper", f"{tab.primary_label} (paper)", "paper-reported, from the model card; not measured"))
+        columns.insert(3, ("paper", f"{tab.primary_label} (paper)", "paper-reported (model card), not measured"))
+    columns.append(("model", "Model", ""))
     rows: list[RankRow] = []
     for s in settings:
         group = _one_per_variant([r for r in timed if setting_of(r) == s])
@@ -168,8 +168,8 @@ def _efficiency_cells(r: dict, rank: int | None, tab: Tab, card: dict | None,
     return {
         "rank": _cell(str(rank) if rank else "—", rank, "rank",
                       "not ranked: noisy measurement" if noisy and rank is None else ""),
-        "model": _cell(label(r), label(r).lower(), "model"),
-        "variant": _cell(r["model"]["variant"], r["model"]["variant"]),
+        "model": _cell(label(r), label(r).lower()),
+        "variant": _cell(r["model"]["variant"], r["model"]["variant"], "model"),
         "latency": _cell(fmt_sig(lat), lat, "noisy" if noisy else "", noise_title(r) if noisy else ""),
         "throughput": _cell(fmt_sig(thr), thr, "noisy" if noisy else "", noise_title(r) if noisy else ""),
         "gpu_alloc": _cell(fmt_sig(alloc), alloc),
@@ -198,12 +198,12 @@ def quality_ranking(records: Sequence[dict], tab: Tab, card_of: Callable[[dict],
         return None
     columns = [
         ("rank", "Rank", f"1 = best {tab.primary_label}, measured here with real weights"),
-        ("model", "Model", ""),
-        ("variant", "Variant", ""),
-        ("dataset", "Dataset", ""),
+        ("variant", "Variant", "links to the model's page"),
         ("quality", f"{tab.primary_label} (measured)", "measured here with the weights shown"),
         ("paper", f"{tab.primary_label} (paper)", "paper-reported, from the model card; not measured"),
+        ("dataset", "Dataset", ""),
         ("weights", "Weights", ""),
+        ("model", "Model", ""),
     ]
     rows = []
     ranked = rank_records(list(best.values()), lambda r: primary_value(tab, r), higher_is_better=tab.higher_is_better,
@@ -213,8 +213,8 @@ def quality_ranking(records: Sequence[dict], tab: Tab, card_of: Callable[[dict],
         paper = paper_value(card_of(r), r["model"]["variant"], tab.primary)
         rows.append(RankRow(rank, r, {
             "rank": _cell(str(rank) if rank else "—", rank, "rank"),
-            "model": _cell(label(r), label(r).lower(), "model"),
-            "variant": _cell(r["model"]["variant"], r["model"]["variant"]),
+            "model": _cell(label(r), label(r).lower()),
+            "variant": _cell(r["model"]["variant"], r["model"]["variant"], "model"),
             "dataset": _cell(dataset_name(r) or "—", dataset_name(r) or None),
             "quality": _cell(fmt_sig(q, 4), q),
             "paper": _cell(fmt_sig(paper, 4) if paper is not None else "—", paper, "paper",
@@ -291,7 +291,8 @@ def hardware_matrices(records: Sequence[dict], label: Callable[[dict], str]) -> 
 
 def model_summary(records: Sequence[dict], card: dict | None, primary: dict[str, str]) -> dict:
     """The top of a model page: per variant the card's params and paper metrics, the measured GMACs and, per
-    hardware, the best latency at batch 1 and the best throughput (marked where that measurement is noisy). ``primary`` maps a task to its primary metric name, to pair paper and measured."""
+    hardware, the best latency at batch 1 and the best throughput (marked where that measurement is noisy).
+    ``primary`` maps a task to its primary metric name, to pair paper and measured."""
     card = card or {}
     variants = [v.get("name") for v in card.get("variants") or [] if isinstance(v, dict)]
     variants += sorted({r["model"]["variant"] for r in records} - set(variants))
@@ -304,8 +305,8 @@ def model_summary(records: Sequence[dict], card: dict | None, primary: dict[str,
         vcard = next((v for v in card.get("variants") or [] if isinstance(v, dict) and v.get("name") == name), {})
         params = num(vcard.get("params")) or next((num(get(r, "compute.params")) for r in mine
                                                    if num(get(r, "compute.params"))), None)
-        gm = sorted(((r["settings"]["resolution"], measured(r, "compute.gmacs")) for r in mine
-                     if measured(r, "compute.gmacs") is not None))
+        gm = sorted((r["settings"]["resolution"], measured(r, "compute.gmacs")) for r in mine
+                     if measured(r, "compute.gmacs") is not None)
         paper = [m for m in vcard.get("paper_metrics") or [] if isinstance(m, dict)]
         measured_q = _measured_quality(mine, primary)
         per_device = []

@@ -550,7 +550,8 @@ def _colours(page) -> dict[str, set[str]]:
     return page.evaluate(
         """() => {
             const out = {};
-            for (const el of document.querySelectorAll('figure.chart g.points_marks path, figure.chart g.dots_marks path')) {
+            const marks = 'figure.chart g.points_marks path, figure.chart g.dots_marks path';
+            for (const el of document.querySelectorAll(marks)) {
                 const m = /variant: ([^;]+)/.exec(el.getAttribute('aria-label') || '');
                 if (!m) continue;
                 (out[m[1].trim()] ||= []).push(el.getAttribute('stroke'));
