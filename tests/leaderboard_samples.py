@@ -174,3 +174,17 @@ def sample_cards() -> list[dict]:
         fields = {k: v for k, v in c.items() if k != "variants"}
         cards.append(ModelCard(**fields, variants=tuple(variant(**v) for v in c["variants"])))
     return [c.to_dict() for c in cards]
+
+
+BUILT_CARDS = DATA / "sample_cards.built.json"
+
+
+def cards_as_json(cards: list[dict]) -> list[dict]:
+    """Card dicts as the site's ``data/cards.json`` holds them (what a page can ever read of a card)."""
+    return json.loads(json.dumps(cards, sort_keys=True, default=str))
+
+
+def sample_card_dicts() -> list[dict]:
+    """:func:`sample_cards` as JSON, stored in ``sample_cards.built.json`` so that the browser tests need no
+    torch import; ``test_leaderboard.py`` checks that the file equals a fresh build of the cards."""
+    return json.loads(BUILT_CARDS.read_text())

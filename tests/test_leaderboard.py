@@ -21,7 +21,9 @@ from leaderboard_samples import (
     XSS_FAMILY,
     XSS_NAME,
     XSS_NOTE,
+    cards_as_json,
     make_record,
+    sample_card_dicts,
     sample_cards,
     sample_records,
 )
@@ -239,6 +241,11 @@ def test_table_cells_show_status_and_hide_random_quality():
     assert cell["oom"]["latency"].text == "OOM" and cell["oom"]["top1"].text == "OOM"
     assert cell["oom"]["latency"].title == "CUDA out of memory"
     assert rows[2].classes == ["row-oom"] and rows[1].classes == ["row-ok", "row-random"]
+
+
+def test_stored_sample_cards_equal_the_built_ones():
+    # the browser tests read the cards from this file (no torch import); it must not drift from the dataclasses
+    assert sample_card_dicts() == cards_as_json(sample_cards())
 
 
 def test_noise_hardware_method_and_date_labels():

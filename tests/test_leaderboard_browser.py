@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from leaderboard_samples import A100, H100, XSS_NAME, XSS_NOTE, sample_cards, sample_records
+from leaderboard_samples import A100, H100, XSS_NAME, XSS_NOTE, sample_card_dicts, sample_records
 
 from glocal.leaderboard import charts, data, tables
 from glocal.leaderboard.site import build_site, make_server
@@ -68,7 +68,7 @@ def browser(tmp_path_factory):
 def site_dir(tmp_path_factory):
     pytest.importorskip("altair")
     out = tmp_path_factory.mktemp("lb-browser") / "site"
-    build_site(sample_records(), sample_cards(), out)
+    build_site(sample_records(), sample_card_dicts(), out)
     return out
 
 
