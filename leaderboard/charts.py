@@ -27,10 +27,10 @@ from glocal.leaderboard.tables import Tab, primary_value
 
 CHART_WIDTH = 520
 CHART_HEIGHT = 320
-# Tableau 20, reordered so that neighbours differ: one colour per variant name across every chart of the site
+# Saturated colours that stay visible as hollow rings: one colour per variant name across every chart of the site
 PALETTE = (
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8",
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79",
+    "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363", "#000000",
 )
 
 
@@ -338,8 +338,8 @@ def scaling_spec(group: ChartGroup, colors: dict[str, str] | None = None, *, val
     enc: dict[str, Any] = {"x": x, "y": y, "color": color, "order": alt.Order("resolution:Q")}
     detail = [alt.Detail("series:N")]
     if group.overlay:
-        enc["strokeDash"] = alt.StrokeDash("hardware:N", title="hardware",
-                                           legend=alt.Legend(orient="bottom", columns=1, labelLimit=260))
+        enc["strokeDash"] = alt.StrokeDash("hardware:N", title="hardware (dash pattern)",
+                                           legend=alt.Legend(orient="top", columns=1, labelLimit=320))
         detail.append(alt.Detail("hardware:N"))
     lines = base.mark_line(strokeWidth=1.8).encode(**enc, detail=detail).properties(name="lines")
     dots = (
