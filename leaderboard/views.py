@@ -278,6 +278,7 @@ def hardware_matrices(records: Sequence[dict], label: Callable[[dict], str]) -> 
                 row["cells"].append({
                     "latency": fmt_sig(lat), "sort": lat, "noisy": noisy, "title": noise_title(r) if noisy else "",
                     "speedup": f"×{fmt_sig(speedup)}" if speedup else "", "speedup_sort": speedup,
+                    "speedup_noisy": bool(speedup) and (noisy or is_noisy(ref)),
                 })
             m.rows.append(row)
         out.append(m)

@@ -327,6 +327,7 @@ def test_hardware_matrix_and_model_summary():
     rows = {r["variant"]: r["cells"] for r in m.rows}
     assert rows["dit_s"][1]["speedup"] == "×45.0" and rows["dit_s"][1]["speedup_sort"] == 45.0
     assert rows["dit_b"][0]["noisy"] and rows["dit_b"][1]["speedup"] == f"×{1600 / 35:.1f}"
+    assert rows["dit_b"][1]["speedup_noisy"] and not rows["dit_s"][1]["speedup_noisy"]  # from a noisy CPU latency
     summary = views.model_summary([r for r in latest if r["model"]["family"] == "gcvit"],
                                   {c["family"]: c for c in sample_cards()}["gcvit"], {"classification": "top1"})
     assert [d for d, _ in summary["devices"]] == [A100, H100]
