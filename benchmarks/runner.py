@@ -54,6 +54,7 @@ class RunRequest:
     compare: list[str] = field(default_factory=list)  # --compare VALUE: cells measured beside each cell
     channels_last: bool = False
     compile: str | None = None
+    cuda_graphs: bool = False
     tf32: bool = False
     cudnn_benchmark: bool = False
     threads: int | None = None
@@ -206,6 +207,8 @@ def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
     from glocal.zoo.weights import CheckpointError
 
     dev = check_device(req.device)
+    if req.cuda_graphs and dev.type != "cuda":
+        raise RunError("--cuda-graphs needs a CUDA device (--device cuda)")
     for p in req.precisions:
         if p not in PRECISIONS:
             raise RunError(f"unknown precision {p!r} (fp32, bf16, fp16)")
@@ -241,7 +244,7 @@ def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
                 cells.append(CellSpec(
                     model=variant.name, device=req.device, precision=precision, batch_size=batch,
                     resolution=res, weights=req.weights, task=req.task, method=method, task_options=options,
-                    channels_last=req.channels_last, compile=req.compile, tf32=req.tf32,
+                    channels_last=req.channels_last, compile=req.compile, cuda_graphs=req.cuda_graphs, tf32=req.tf32,
                     cudnn_benchmark=req.cudnn_benchmark, threads=req.threads, rule=rule,
                     datasets=datasets if first else [], eval_batch_size=req.eval_batch_size, workers=req.workers,
                     measure=req.measure, timeout=req.timeout, run_id=run_id,
@@ -278,7 +281,8 @@ def reproduce_command(c: CellSpec) -> str:
         parts += ["--method", _method_text(c.method)]
     for key, value in sorted(c.task_options.items()):
         parts += ["--opt", f"{key}={value}"]
-    switches = {"--channels-last": c.channels_last, "--tf32": c.tf32, "--cudnn-benchmark": c.cudnn_benchmark}
+    switches = {"--channels-last": c.channels_last, "--tf32": c.tf32, "--cudnn-benchmark": c.cudnn_benchmark,
+                "--cuda-graphs": c.cuda_graphs}
     parts += [flag for flag, on in switches.items() if on]
     if c.compile:
         parts += ["--compile", c.compile]

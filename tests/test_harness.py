@@ -261,3 +261,36 @@ def test_oom_means_out_of_memory_only(plugins, store_path):
     killed, cpu_oom = json.loads(res.stdout)
     assert killed["status"] == "error" and killed["error"].startswith("killed by SIGKILL")
     assert cpu_oom["status"] == "oom" and "can't allocate memory" in cpu_oom["error"]
+
+
+def test_cuda_graphs_are_refused_without_cuda(store_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: --cuda-graphs is measured by the GPU campaign")
+    assert "--cuda-graphs needs a CUDA device" in one_line_error("--model", "gcvit_xxtiny", "--cuda-graphs")
+    assert not store_path.exists()
+
+
+def test_noisy_latency_is_retried_and_marked(plugins, monkeypatch):
+    """A latency pass whose IQR/median exceeds 10 % is run again (up to twice more); the least noisy pass is kept
+    and the record says whether it stayed noisy."""
+    from glocal.benchmarks import cell as cells
+    from glocal.benchmarks import timing
+
+    spreads = iter([0.4, 0.2, 0.3])
+    real = timing.summarize
+
+    def noisy(*args, **kwargs):
+        stats = real(*args, **kwargs)
+        stats.iqr_over_median = next(spreads)
+        return stats
+
+    monkeypatch.setattr(timing, "summarize", noisy)
+    cells_, _ = plan(RunRequest(models=["testnet_ok"], threads=1, rule={"warmup_iters": 0, "warmup_s": 0,
+                                                                       "min_iters": 2, "min_s": 0, "max_iters": 2,
+                                                                       "max_s": 1}))
+    rec = cells.run_cell(cells_[0])
+    assert rec["latency"]["attempts"] == 3 and rec["latency"]["iqr_over_median"] == 0.2
+    assert rec["latency"]["noisy"] is True
+    validate_record(rec)

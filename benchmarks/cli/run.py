@@ -140,6 +140,8 @@ def run(
     dataset: Annotated[list[str] | None, typer.Option(help="NAME=PATH, repeatable (imagenet=..., dist=...)")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="channels-last memory format")] = False,
     compile: Annotated[str | None, typer.Option(help="torch.compile mode: default, reduce-overhead, ...")] = None,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="replay a captured CUDA graph in the latency "
+                                                                    "pass (static shapes; CUDA only)")] = False,
     tf32: Annotated[bool, typer.Option("--tf32", help="allow TF32 matmuls and convolutions (CUDA)")] = False,
     cudnn_benchmark: Annotated[bool, typer.Option("--cudnn-benchmark", help="cuDNN autotuning (CUDA)")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads", min=1, max=4096)] = None,
@@ -175,9 +177,9 @@ def run(
         resolutions=parse_list([named_resolutions(r) for r in resolution] if resolution else None, "--resolution",
                                int, MAX_SIDE),
         weights=weights, task=task, methods=list(method or []), task_options=parse_pairs(opt, "--opt"),
-        sweeps=sweeps, compare=list(compare or []), channels_last=channels_last, compile=compile, tf32=tf32,
-        cudnn_benchmark=cudnn_benchmark, threads=threads, datasets=list(dataset or []),
-        eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout, measure=not eval_only,
+        sweeps=sweeps, compare=list(compare or []), channels_last=channels_last, compile=compile,
+        cuda_graphs=cuda_graphs, tf32=tf32, cudnn_benchmark=cudnn_benchmark, threads=threads,
+        datasets=list(dataset or []), eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout, measure=not eval_only,
     )
     from glocal.benchmarks.distributed import env_world
 
