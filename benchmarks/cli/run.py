@@ -179,7 +179,8 @@ def run(
         weights=weights, task=task, methods=list(method or []), task_options=parse_pairs(opt, "--opt"),
         sweeps=sweeps, compare=list(compare or []), channels_last=channels_last, compile=compile,
         cuda_graphs=cuda_graphs, tf32=tf32, cudnn_benchmark=cudnn_benchmark, threads=threads,
-        datasets=list(dataset or []), eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout, measure=not eval_only,
+        datasets=list(dataset or []), eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout,
+        measure=not eval_only,
     )
     from glocal.benchmarks.distributed import env_world
 
