@@ -3,7 +3,7 @@
 The cell builds the model, measures memory (its own pass), latency, compute, the reduced-precision
 error against fp32, scores datasets when the weights are pretrained, and writes one record to OUT
 atomically. A crash or an out-of-memory here cannot touch the other cells or their memory peaks.
-Progress goes to stderr as ``@@glocal`` lines that the parent turns into progress bars.
+Progress goes to stderr as ``@@glocal`` lines (:mod:`glocal.progress`) that the parent draws.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from glocal.progress import emit_iter, emit_stage
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -53,14 +55,6 @@ class CellSpec:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
-
-
-def emit(kind: str, *parts: Any) -> None:
-    """A progress line for the parent process (only inside a cell subprocess)."""
-    from glocal.benchmarks.progress import in_cell
-
-    if in_cell():
-        print("@@glocal", kind, *parts, file=sys.stderr, flush=True)
 
 
 def _one_line(e: BaseException) -> str:
@@ -115,7 +109,7 @@ class Cell:
 
     def enter(self, stage: str) -> None:
         self.stage = stage
-        emit("stage", stage.replace(" ", "-"))
+        emit_stage(stage)
 
 
 def resolve_cell(spec: CellSpec) -> tuple[Any, Any, Any, int]:
@@ -243,7 +237,7 @@ def measure_passes(cell: Cell, forward: Callable[[], Any]) -> None:
         rec["memory"]["peak_per_megapixel"] = peak / (spec.batch_size * pixels / 1e6)
     cell.enter("latency")
     stats = timing.measure(forward, batch=spec.batch_size, rule=timing.StopRule(**spec.rule), device=cell.device,
-                           on_iter=lambda n: emit("iter", n), unit=cell.task.throughput_unit)
+                           on_iter=emit_iter, unit=cell.task.throughput_unit)
     rec["latency"] = stats.to_dict()
     if pixels:
         rec["latency"]["ms_per_megapixel"] = stats.median / (spec.batch_size * pixels / 1e6)

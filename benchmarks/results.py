@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -58,11 +59,37 @@ def _use_wal(con: sqlite3.Connection) -> None:
             delay = min(delay * 2, 0.2)
 
 
+def can_create_in(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder`` (a probe file, removed at once: permission bits say
+    yes for root even where the file system says no, as in /proc)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".glocal-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
 class ResultStore:
     """Append-only SQLite store of records."""
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path) if path else default_store_path()
+
+    def check_writable(self) -> None:
+        """Refuse, before anything is measured, a store that exists but cannot be read, or a path where none can
+        be made (a folder under a regular file, an unwritable place). Nothing is created here."""
+        if self.path.exists():
+            if self.path.is_dir():
+                raise StoreError(f"result store {self.path} is a folder")
+            self._query("SELECT count(*) FROM records", [])
+            return
+        parent = self.path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not can_create_in(parent):
+            raise StoreError(f"cannot create a result store at {self.path} ({parent} is not a writable folder)")
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         if not create and not self.path.exists():

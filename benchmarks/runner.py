@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from glocal.benchmarks.cell import PRECISIONS, CellSpec
+from glocal.progress import parse_event
 
 CPU_RULE = {"warmup_iters": 2, "warmup_s": 0.5, "min_iters": 10, "min_s": 2.0, "max_iters": 10_000, "max_s": 60.0}
 CUDA_RULE = {"warmup_iters": 10, "warmup_s": 2.0, "min_iters": 50, "min_s": 5.0, "max_iters": 100_000, "max_s": 120.0}
@@ -92,7 +93,23 @@ def check_weights(variant_name: str, weights: str, resolution: int) -> None:
     with torch.device("meta"):
         model = variant.build(**kwargs)
     sd, _ = to_native_layout(card, sd, origin=str(weights))
-    check_keys_and_shapes(model.state_dict(), sd, origin=str(weights))  # the cell does the real strict load
+    expected = model.state_dict()
+    check_keys_and_shapes(expected, sd, origin=str(weights))  # the cell does the real strict load
+    check_tensor_values(expected, sd, origin=str(weights))
+
+
+def check_tensor_values(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], origin: str) -> None:
+    """Garbage weights are refused, not scored: a floating-point tensor of the model must come as floating point
+    (not int64 or bool), and every floating-point value must be finite."""
+    from glocal.zoo.weights import CheckpointError
+
+    for key, ref in expected.items():
+        t = sd[key]
+        if ref.is_floating_point() and not t.is_floating_point():
+            raise CheckpointError(f"{origin}: {key} is {str(t.dtype).removeprefix('torch.')}; the model expects "
+                                  "floating point")
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{origin}: {key} holds NaN or infinite values")
 
 
 def _check_methods(req: RunRequest) -> list[dict[str, Any] | None]:
@@ -154,13 +171,14 @@ def _check_method_applies(model: str, method: dict[str, Any]) -> None:
 def _datasets(model: str, req: RunRequest, task: Any, notes: list[str]) -> list[str]:
     """The datasets a model's first cell scores: the request's (checked), else the task's default."""
     from glocal import zoo
-    from glocal.benchmarks.tasks import DatasetSpec, get_evaluator
+    from glocal.benchmarks.tasks import DatasetSpec, check_dataset, get_evaluator
 
     card, variant = zoo.resolve(model)
     for ds in (DatasetSpec.parse(d) for d in req.datasets):
-        get_evaluator(ds, task.name)
+        entry = get_evaluator(ds, task.name)
         if ds.path is not None and not ds.path.exists():
             raise RunError(f"dataset folder not found: {ds.path}")
+        check_dataset(entry, card, variant, ds)
     if req.datasets:
         return list(req.datasets)
     default = task.default_dataset(card, variant)
@@ -258,6 +276,8 @@ def reproduce_command(c: CellSpec) -> str:
             parts += [flag, f"{c.rule[key]:g}" if isinstance(c.rule[key], float) else str(c.rule[key])]
     if c.timeout:
         parts += ["--timeout", f"{c.timeout:g}"]
+    if not c.measure:
+        parts.append("--eval-only")
     for d in c.datasets:
         parts += ["--dataset", d]
     return shlex.join(parts)
@@ -304,6 +324,7 @@ def run_cell_subprocess(spec: CellSpec, on_event: Callable[[str, list[str]], Non
             proc.kill()
 
         timer = threading.Timer(spec.timeout, expire) if spec.timeout else None
+        oom_kills = _oom_kills()
         if timer is not None:
             timer.start()
         try:
@@ -317,7 +338,9 @@ def run_cell_subprocess(spec: CellSpec, on_event: Callable[[str, list[str]], Non
                 proc.wait()
         if code == 0 and out_path.exists():
             return json.loads(out_path.read_text())
-        return crash_record(spec, code, tail, timed_out=expired.is_set())
+        after = _oom_kills()
+        oom_killed = None if oom_kills is None or after is None else after > oom_kills
+        return crash_record(spec, code, tail, timed_out=expired.is_set(), oom_killed=oom_killed)
 
 
 def _read_events(proc: subprocess.Popen, on_event: Callable[[str, list[str]], None] | None) -> list[str]:
@@ -326,10 +349,10 @@ def _read_events(proc: subprocess.Popen, on_event: Callable[[str, list[str]], No
     assert proc.stderr is not None
     for line in proc.stderr:
         line = line.rstrip("\n")
-        if line.startswith("@@glocal "):
-            kind, *args = line.split()[1:]
+        event = parse_event(line)
+        if event is not None:
             if on_event:
-                on_event(kind, args)
+                on_event(*event)
         elif line.strip():
             tail = (tail + [line])[-20:]
             if on_event:
@@ -337,8 +360,23 @@ def _read_events(proc: subprocess.Popen, on_event: Callable[[str, list[str]], No
     return tail
 
 
-def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool = False) -> dict[str, Any]:
-    """The record of a cell whose process died before writing its own (same settings as a finished one)."""
+def _oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has ended in this cgroup (None where unknown)."""
+    try:
+        text = Path("/sys/fs/cgroup/memory.events").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool = False,
+                 oom_killed: bool | None = None, why: str | None = None) -> dict[str, Any]:
+    """The record of a cell whose process died before writing its own (same settings as a finished one). A
+    SIGKILL is ``oom`` only when the kernel counted an out-of-memory kill meanwhile; otherwise it is an error."""
     from glocal.benchmarks.cell import resolve_cell
     from glocal.benchmarks.environment import environment
     from glocal.record import cell_record, cell_settings
@@ -347,10 +385,15 @@ def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool
     shape = task.input_shape(card, variant, res)
     killed = code < 0 and -code == signal.SIGKILL
     last = next((line for line in reversed(tail) if line.strip()), "")
-    if timed_out:
+    if why is not None:
+        status = "error"
+    elif timed_out:
         status, why = "timeout", f"past its time limit of {spec.timeout:g} s"
+    elif killed and oom_killed:
+        status, why = "oom", "killed by the kernel's out-of-memory killer"
     elif killed:
-        status, why = "oom", "killed by SIGKILL (likely out of memory)"
+        status, why = "error", ("killed by SIGKILL" + (" (possibly the out-of-memory killer)" if oom_killed is None
+                                                       else " (not by the out-of-memory killer)"))
     else:
         status, why = "error", f"process exited with code {code}"
     settings = cell_settings(spec, res, [spec.batch_size, *shape] if shape else None, spec.threads or 0)

@@ -54,11 +54,15 @@ def parse_records(text: str, source: str, *, jsonl: bool = False) -> list[dict]:
                 items.append((f"{source}:{lineno}", json.loads(line, parse_constant=_reject_constant)))
             except ValueError as e:
                 raise RecordError(f"{source}:{lineno}: not valid JSON ({_json_reason(e)})") from None
+            except RecursionError:
+                raise RecordError(f"{source}:{lineno}: not valid JSON (nested too deeply)") from None
     else:
         try:
             data = json.loads(text, parse_constant=_reject_constant)
         except ValueError as e:
             raise RecordError(f"{source}: not valid JSON ({_json_reason(e)})") from None
+        except RecursionError:
+            raise RecordError(f"{source}: not valid JSON (nested too deeply)") from None
         if isinstance(data, list):
             items = [(f"{source}: record {i}", d) for i, d in enumerate(data)]
         else:

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest_browser import (
+from leaderboard_samples import (
     A100,
     H100,
     XSS_FAMILY,

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest_browser import A100, H100, XSS_NAME, XSS_NOTE, sample_cards, sample_records
+from leaderboard_samples import A100, H100, XSS_NAME, XSS_NOTE, sample_cards, sample_records
 
 from glocal.leaderboard import charts, data, tables
 from glocal.leaderboard.site import build_site, make_server

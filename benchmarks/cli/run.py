@@ -12,10 +12,12 @@ import typer
 from rich.table import Table
 
 from glocal.benchmarks.cli import app, err, errors_as_one_line, fail, out, parse_list, parse_pairs
+from glocal.benchmarks.results import can_create_in
 
+MAX_BATCH, MAX_SIDE, MAX_FRAMES = 65_536, 65_536, 100_000  # beyond these a request is a typo, not a benchmark
 STORE_HELP = "SQLite store (default: user data dir or $GLOCAL_STORE)"
-STOP_RULE_LIMITS = {"warmup_iters": 100_000, "warmup_s": 3600.0, "min_iters": 1_000_000, "min_s": 3600.0,
-                    "max_iters": 10_000_000, "max_s": 24 * 3600.0}
+STOP_RULE_LIMITS = {"warmup_iters": (0, 100_000), "warmup_s": (0, 3600.0), "min_iters": (1, 1_000_000),
+                    "min_s": (0, 3600.0), "max_iters": (1, 10_000_000), "max_s": (0, 24 * 3600.0)}
 
 
 def fmt(v: Any, digits: int = 2) -> str:
@@ -108,9 +110,10 @@ def _stop_rule(device: str, overrides: dict[str, float | int | None]) -> dict[st
     if not given:
         return None
     for k, v in given.items():
-        if not math.isfinite(v) or v < 0 or v > STOP_RULE_LIMITS[k]:
-            flag = "--" + k.replace("_s", "_time").replace("_", "-")
-            fail(f"{flag} must be a finite number between 0 and {STOP_RULE_LIMITS[k]:g}, got {v}")
+        lo, hi = STOP_RULE_LIMITS[k]
+        if not math.isfinite(v) or not lo <= v <= hi:
+            flag = "--" + (k[:-2] + "_time" if k.endswith("_s") else k).replace("_", "-")
+            fail(f"{flag} must be a finite number between {lo} and {hi:g}, got {v}")
     rule = dict(CUDA_RULE if device.startswith("cuda") else CPU_RULE)
     rule.update(given)
     rule["max_iters"] = max(rule["max_iters"], rule["min_iters"])
@@ -152,6 +155,9 @@ def run(
     store: Annotated[Path | None, typer.Option(help=STORE_HELP)] = None,
     no_store: Annotated[bool, typer.Option("--no-store", help="do not write records")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the records to a JSON file")] = None,
+    eval_only: Annotated[bool, typer.Option(
+        "--eval-only", help="score datasets only: no timing or memory pass (untimed cells may share a machine)")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON")] = False,
 ) -> None:
     """Measure latency, throughput, memory and compute (and quality, given a dataset and pretrained weights)."""
@@ -160,21 +166,23 @@ def run(
 
     rule = _stop_rule(device, {"warmup_iters": warmup_iters, "warmup_s": warmup_time, "min_iters": min_iters,
                                "min_s": min_time, "max_iters": max_iters, "max_s": max_time})
-    sweeps = {"frames": [str(f) for f in parse_list(frames, "--frames", int)]} if frames else {}
+    sweeps = {"frames": [str(f) for f in parse_list(frames, "--frames", int, MAX_FRAMES)]} if frames else {}
     req = RunRequest(
         models=model, device=device, precisions=parse_list(precision, "--precision") or ["fp32"],
-        batch_sizes=parse_list(batch_size, "--batch-size", int),
-        resolutions=parse_list(resolution, "--resolution", int),
+        batch_sizes=parse_list(batch_size, "--batch-size", int, MAX_BATCH),
+        resolutions=parse_list(resolution, "--resolution", int, MAX_SIDE),
         weights=weights, task=task, methods=list(method or []), task_options=parse_pairs(opt, "--opt"),
         sweeps=sweeps, compare=list(compare or []), channels_last=channels_last, compile=compile, tf32=tf32,
         cudnn_benchmark=cudnn_benchmark, threads=threads, datasets=list(dataset or []),
-        eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout,
+        eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout, measure=not eval_only,
     )
     with errors_as_one_line():
         target = None if no_store else ResultStore(store)
         cells, notes = plan(req)
         if output is not None:
             _check_writable(output)
+        if target is not None:
+            target.check_writable()
         records = run_cells(cells, quiet=as_json, sink=target.append if target is not None else None)
     if output:
         from glocal.benchmarks.results import write_atomic
@@ -200,10 +208,8 @@ def _check_writable(path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise RunError(f"--output {path}: folder {parent} does not exist")
-    import os
-
-    if not os.access(parent, os.W_OK):
-        raise RunError(f"--output {path}: folder {parent} is not writable")
+    if not can_create_in(parent):
+        raise RunError(f"--output {path}: cannot write in {parent}")
 
 
 def run_cells(cells: list[Any], quiet: bool = False, sink: Any = None, launcher: Any = None) -> list[dict[str, Any]]:
@@ -211,7 +217,7 @@ def run_cells(cells: list[Any], quiet: bool = False, sink: Any = None, launcher:
     cells and over each cell's work. Each record goes to ``sink`` (the store) as its cell ends, so an interrupted
     campaign keeps its finished cells."""
     from glocal.benchmarks.launchers import LocalLauncher
-    from glocal.benchmarks.progress import progress_bar
+    from glocal.progress import apply_event, progress_bar
 
     launcher = launcher or LocalLauncher()
     records: dict[int, dict[str, Any]] = {}
@@ -226,14 +232,7 @@ def run_cells(cells: list[Any], quiet: bool = False, sink: Any = None, launcher:
         def on_event(i: int, kind: str, args: list[str]) -> None:
             if i not in inner:
                 inner[i] = bar.add_task(f"  {label(i)}: starting", total=None)
-            if kind == "stage":
-                bar.update(inner[i], description=f"  {label(i)}: {args[0]}", total=None, completed=0)
-            elif kind == "iter":
-                bar.update(inner[i], completed=int(args[0]))
-            elif kind == "progress":
-                bar.update(inner[i], completed=int(args[0]), total=int(args[1]) or None,
-                           description=f"  {label(i)}: {args[2] if len(args) > 2 else ''}")
-            elif kind == "log" and args[0].startswith("WARNING"):
+            if not apply_event(bar, inner[i], label(i), kind, args) and kind == "log" and args[0].startswith("WARNING"):
                 err.print(args[0], markup=False, highlight=False)
 
         def on_record(i: int, record: dict[str, Any]) -> None:

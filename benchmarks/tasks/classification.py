@@ -7,7 +7,6 @@ from typing import Any
 import torch
 
 from glocal.benchmarks.metrics import topk_correct
-from glocal.benchmarks.progress import track
 from glocal.benchmarks.tasks import (
     DatasetSpec,
     EvalContext,
@@ -17,6 +16,7 @@ from glocal.benchmarks.tasks import (
     register_evaluator,
     register_task,
 )
+from glocal.progress import track
 
 
 class ClassificationTask(Task):
@@ -40,20 +40,28 @@ def eval_transform(variant: Any, resolution: int | None = None):
                             crop_mode=pp.crop_mode)
 
 
-@register_evaluator("imagenet", ("classification",),
+def open_imagenet(card: Any, variant: Any, spec: DatasetSpec, resolution: int | None = None) -> Any:
+    """The validation folder as a dataset of (transformed image, label); options: ``labels=FILE``."""
+    from glocal.datasets.imagenet import ImageFolderDataset
+    from glocal.datasets.registry import DatasetError
+
+    unknown = sorted(set(spec.options) - {"labels"})
+    if unknown:
+        raise TaskError(f"--dataset imagenet has no option {unknown[0]!r} (options: labels)")
+    if spec.path is None:
+        raise TaskError("--dataset imagenet needs a folder: --dataset imagenet=PATH")
+    try:
+        return ImageFolderDataset(spec.path, eval_transform(variant, resolution), spec.options.get("labels"))
+    except DatasetError as e:
+        raise TaskError(str(e)) from e
+
+
+@register_evaluator("imagenet", ("classification",), open=open_imagenet,
                     description="ImageNet-style validation folder (class sub-folders or labels.txt): top-1/top-5")
 def evaluate_imagenet(model: torch.nn.Module, card: Any, variant: Any, spec: DatasetSpec,
                       ctx: EvalContext) -> EvalResult:
     """Top-1 and top-5 accuracy (percent) over every image of the folder, with the number scored."""
-    from glocal.datasets.imagenet import ImageFolderDataset
-    from glocal.datasets.registry import DatasetError
-
-    if spec.path is None:
-        raise TaskError("--dataset imagenet needs a folder: --dataset imagenet=PATH")
-    try:
-        ds = ImageFolderDataset(spec.path, eval_transform(variant, ctx.resolution), spec.options.get("labels"))
-    except DatasetError as e:
-        raise TaskError(str(e)) from e
+    ds = open_imagenet(card, variant, spec, ctx.resolution)
     loader = torch.utils.data.DataLoader(ds, batch_size=ctx.batch_size, shuffle=False, num_workers=ctx.workers)
     correct = {1: 0, 5: 0}
     seen = 0
