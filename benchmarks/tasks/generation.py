@@ -142,7 +142,7 @@ def evaluate_prompts(model: torch.nn.Module, card: Any, variant: Any, spec: Data
     """``--dataset prompts=FILE,pipeline=DIR,out=DIR[,clip=ARCH:PATH][,inception=KIND:PATH,reference=DIR]
     [,crop=512][,limit=N]``: never with random weights (the harness skips those; refused here as well)."""
     from glocal.benchmarks.metrics import generation as gm
-    from glocal.benchmarks.progress import track
+    from glocal.progress import track
 
     info = getattr(model, "glocal_weights", None)
     if info is None or info.is_random:

@@ -413,13 +413,12 @@ class ScaleDiTAttnProcessor:
         self.layout, self._masks = layout, {}
         self.mask = self._mask_on(torch.device(device))
 
-    def _mask_on(self, device: torch.device, impl: str | None = None) -> Any:
-        impl = impl or self.impl
+    def _mask_on(self, device: torch.device) -> Any:
         if self.layout is None:
             return None
-        key = (str(device), impl)
+        key = str(device)
         if key not in self._masks:
-            self._masks[key] = (self.layout.block_mask(device) if impl == "flex"
+            self._masks[key] = (self.layout.block_mask(device) if self.impl == "flex"
                                 else self.layout.dense_mask(device)[None, None])
         return self._masks[key]
 
@@ -429,20 +428,27 @@ class ScaleDiTAttnProcessor:
         if self.layout is not None and query.shape[1] != self.layout.total:
             raise ScaleDiTError(f"the attention call has {query.shape[1]} tokens but the Scale-DiT layout has "
                                 f"{self.layout.total}; call configure() for this size")
-        impl = self.impl
-        if impl == "flex" and _get_current_dispatch_mode() is not None:
-            # flex_attention cannot run under a dispatch mode (FLOP counters): the boolean reference does, at
-            # sizes a dense mask allows; the model's MACs come from the formula (glocal_macs) anyway
-            impl = "sdpa"
-        mask = self._mask_on(query.device, impl) if self.layout is not None else self.mask
-        if impl == "flex" and self.compile:
+        if self.impl == "flex" and _get_current_dispatch_mode() is not None:
+            # flex_attention cannot run under a dispatch mode (FLOP counters): exact masked SDPA by row chunks
+            # does, at any size; the model's MACs come from the formula (glocal_macs) anyway
+            return self._rows_reference(query, key, value)
+        mask = self._mask_on(query.device) if self.layout is not None else self.mask
+        if self.impl == "flex" and self.compile:
             q, k, v = (x.permute(0, 2, 1, 3) for x in (query, key, value))
             return _compiled_flex()(q, k, v, block_mask=mask).permute(0, 2, 1, 3)
-        if impl == "sdpa" and mask is not None and not torch.is_tensor(mask):
-            mask = None  # dense flex under a counter: plain SDPA
-        backend = "flex" if impl == "flex" else "native"
+        backend = "flex" if self.impl == "flex" else "native"
         return dispatch_attention_fn(query, key, value, attn_mask=mask, backend=backend,
                                      parallel_config=self._parallel_config)
+
+    def _rows_reference(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Masked SDPA 1,024 query rows at a time (memory O(rows x L), never an L x L mask); dense without layout."""
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        if self.layout is None:
+            return dispatch_attention_fn(query, key, value, attn_mask=self.mask, backend="native")
+        out = [dispatch_attention_fn(query[:, q0:q0 + rows.shape[0]], key, value, attn_mask=rows[None, None],
+                                     backend="native") for q0, rows in self.layout.mask_rows(1024, query.device)]
+        return torch.cat(out, dim=1)
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None,
