@@ -256,9 +256,11 @@ def check_precision(cell: Cell, forward: Callable[[], Any], reference: torch.nn.
 
 def evaluate(cell: Cell, runner: torch.nn.Module) -> None:
     """Score each dataset of the cell (never with random weights when the evaluator needs pretrained ones)."""
+    from glocal.benchmarks import distributed
     from glocal.benchmarks.tasks import DatasetSpec, EvalContext, get_evaluator
 
     spec, rec = cell.spec, cell.record
+    shard = distributed.current()
     for text in spec.datasets:
         ds = DatasetSpec.parse(text)
         entry = get_evaluator(ds, cell.task.name)
@@ -267,11 +269,15 @@ def evaluate(cell: Cell, runner: torch.nn.Module) -> None:
             rec["dataset"] = {"name": ds.name, "path": str(ds.path) if ds.path else None, "num_samples": None}
             continue
         cell.enter(f"evaluate {ds.name}")
-        ctx = EvalContext(device=cell.device, dtype=cell.dtype, batch_size=spec.eval_batch_size, progress=True,
-                          workers=spec.workers, resolution=spec.resolution, channels_last=spec.channels_last)
+        ctx = EvalContext(device=cell.device, dtype=cell.dtype, batch_size=spec.eval_batch_size,
+                          progress=shard.rank == 0, workers=spec.workers, resolution=spec.resolution,
+                          channels_last=spec.channels_last, shard=shard)
         result = entry.fn(runner, cell.card, cell.variant, ds, ctx)
         rec["metrics"].update(result.metrics)
         rec["dataset"] = result.dataset
+        if shard.world > 1:
+            cell.notes.append(f"{ds.name}: sharded over {shard.world} processes (torchrun), per-sample results "
+                              "gathered in sample order")
 
 
 def run_cell(spec: CellSpec) -> dict[str, Any]:

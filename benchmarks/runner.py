@@ -98,6 +98,17 @@ def check_weights(variant_name: str, weights: str, resolution: int) -> None:
     check_tensor_values(expected, sd, origin=str(weights))
 
 
+def _is_model_folder(weights: str) -> bool:
+    """A Hugging Face model folder (``config.json`` inside); any other folder is refused in one line."""
+    path = Path(weights).expanduser()
+    if not path.is_dir():
+        return False
+    if not (path / "config.json").is_file():
+        raise RunError(f"--weights {path} is a folder without config.json: checkpoints are files; folders are "
+                       "Hugging Face model folders")
+    return True
+
+
 def check_tensor_values(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], origin: str) -> None:
     """Garbage weights are refused, not scored: a floating-point tensor of the model must come as floating point
     (not int64 or bool), and every floating-point value must be finite."""
@@ -217,7 +228,9 @@ def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
             resolutions = req.resolutions or [task.default_resolution(card, variant)]
             for r in resolutions:
                 task.check_resolution(card, variant, r)
-            if req.weights not in (None, "random", "auto", "pretrained"):
+            if req.weights not in (None, "random", "auto", "pretrained") and _is_model_folder(req.weights):
+                pass  # a Hugging Face model folder (VLM hosts): its host loads it strictly in the cell
+            elif req.weights not in (None, "random", "auto", "pretrained"):
                 try:
                     for r in dict.fromkeys(resolutions):  # a checkpoint must fit at every requested size
                         check_weights(variant.name, req.weights, r)

@@ -43,11 +43,20 @@ def make_record(
     timestamp: str = "2026-08-20T10:00:00+00:00",
     display_name: str | None = None,
     notes: list[str] | None = None,
+    noise: float | None = None,
+    threads: int | None = None,
+    method: dict | None = None,
+    task_options: dict | None = None,
+    workload: dict | None = None,
     **extra: Any,
 ) -> dict:
-    """A v1 result record; the id is derived from the arguments, so the same call gives the same id."""
-    key = repr((family, variant, task, device, precision, batch, resolution, dataset, weights, timestamp, status))
+    """A v1 result record; the id is derived from the arguments, so the same call gives the same id.
+    ``noise`` is the latency's IQR over its median; ``threads`` makes it a CPU run (memory is then the CPU
+    peak RSS); ``method``, ``task_options`` and ``workload`` fill the fields of the same names."""
+    key = repr((family, variant, task, device, precision, batch, resolution, dataset, weights, timestamp, status,
+                method, task_options))
     ok = status == "ok"
+    cpu = threads is not None
     rec: dict[str, Any] = {
         "schema_version": 1,
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
@@ -65,7 +74,7 @@ def make_record(
         "task": task,
         "dataset": {"name": dataset, "path": None, "num_samples": 50_000} if dataset else None,
         "settings": {
-            "device": "cuda",
+            "device": "cpu" if cpu else "cuda",
             "precision": precision,
             "batch_size": batch,
             "resolution": resolution,
@@ -74,7 +83,9 @@ def make_record(
             "compile": None,
             "tf32": False,
             "cudnn_benchmark": True,
-            "threads": 1,
+            "threads": threads or 1,
+            "method": method,
+            "task_options": dict(task_options or {}),
         },
         "metrics": dict(metrics or {}),
         "latency": {
@@ -87,10 +98,12 @@ def make_record(
             "throughput_unit": "img/s",
             "ms_per_megapixel": latency / (resolution * resolution / 1e6) if latency else None,
             "samples": [latency] * 20 if latency else [],
+            "iqr_over_median": noise or 0.0,
         }
         if ok
         else None,
-        "memory": {"unit": "MiB", "peak_allocated": memory, "peak_reserved": memory * 1.2 if memory else None}
+        "memory": ({"unit": "MiB", "cpu_peak_rss": memory} if cpu else
+                   {"unit": "MiB", "peak_allocated": memory, "peak_reserved": memory * 1.2 if memory else None})
         if ok
         else None,
         "compute": {"params": params, "gmacs": gmacs, "counter": "FlopCounterMode"} if ok and params else None,
@@ -117,6 +130,10 @@ def make_record(
         ),
         "notes": list(notes or []),
     }
+    if workload is not None:
+        rec["workload"] = dict(workload)
+    if cpu:
+        rec["environment"].update(threads=threads, cuda=None, cudnn=None, driver=None, gpu_uuid=None)
     rec.update(extra)
     return rec
 
@@ -157,3 +174,17 @@ def sample_cards() -> list[dict]:
         fields = {k: v for k, v in c.items() if k != "variants"}
         cards.append(ModelCard(**fields, variants=tuple(variant(**v) for v in c["variants"])))
     return [c.to_dict() for c in cards]
+
+
+BUILT_CARDS = DATA / "sample_cards.built.json"
+
+
+def cards_as_json(cards: list[dict]) -> list[dict]:
+    """Card dicts as the site's ``data/cards.json`` holds them (what a page can ever read of a card)."""
+    return json.loads(json.dumps(cards, sort_keys=True, default=str))
+
+
+def sample_card_dicts() -> list[dict]:
+    """:func:`sample_cards` as JSON, stored in ``sample_cards.built.json`` so that the browser tests need no
+    torch import; ``test_leaderboard.py`` checks that the file equals a fresh build of the cards."""
+    return json.loads(BUILT_CARDS.read_text())

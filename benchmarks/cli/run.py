@@ -127,7 +127,8 @@ def run(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N")] = "cpu",
     precision: Annotated[list[str], typer.Option(help="fp32, bf16, fp16 (comma list)")] = ["fp32"],  # noqa: B006
     batch_size: Annotated[list[str] | None, typer.Option(help="e.g. 1,64 (CPU default 1, CUDA 1,64)")] = None,
-    resolution: Annotated[list[str] | None, typer.Option(help="e.g. 224,384,512 for a scaling curve")] = None,
+    resolution: Annotated[list[str] | None, typer.Option(
+        help="e.g. 224,384,512 for a scaling curve; videos: 480p,720p,1080p,4k")] = None,
     weights: Annotated[str | None, typer.Option(help="checkpoint PATH, 'random', or auto (default)")] = None,
     task: Annotated[str | None, typer.Option(help="run under another task than the model's (e.g. detection)")] = None,
     method: Annotated[list[str] | None, typer.Option(
@@ -163,6 +164,7 @@ def run(
     """Measure latency, throughput, memory and compute (and quality, given a dataset and pretrained weights)."""
     from glocal.benchmarks.results import ResultStore
     from glocal.benchmarks.runner import RunRequest, plan
+    from glocal.benchmarks.tasks.generation import named_resolutions
 
     rule = _stop_rule(device, {"warmup_iters": warmup_iters, "warmup_s": warmup_time, "min_iters": min_iters,
                                "min_s": min_time, "max_iters": max_iters, "max_s": max_time})
@@ -170,12 +172,18 @@ def run(
     req = RunRequest(
         models=model, device=device, precisions=parse_list(precision, "--precision") or ["fp32"],
         batch_sizes=parse_list(batch_size, "--batch-size", int, MAX_BATCH),
-        resolutions=parse_list(resolution, "--resolution", int, MAX_SIDE),
+        resolutions=parse_list([named_resolutions(r) for r in resolution] if resolution else None, "--resolution",
+                               int, MAX_SIDE),
         weights=weights, task=task, methods=list(method or []), task_options=parse_pairs(opt, "--opt"),
         sweeps=sweeps, compare=list(compare or []), channels_last=channels_last, compile=compile, tf32=tf32,
         cudnn_benchmark=cudnn_benchmark, threads=threads, datasets=list(dataset or []),
         eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout, measure=not eval_only,
     )
+    from glocal.benchmarks.distributed import env_world
+
+    if env_world()[1] > 1:
+        run_sharded(req, None if no_store else ResultStore(store), as_json)
+        return
     with errors_as_one_line():
         target = None if no_store else ResultStore(store)
         cells, notes = plan(req)
@@ -197,6 +205,38 @@ def run(
             out.print(f"{len(records)} record(s) appended to {target.path}", highlight=False)
     if all(r["status"] != "ok" for r in records):
         raise typer.Exit(1)
+
+
+def run_sharded(req: Any, target: Any, as_json: bool) -> None:
+    """Under torchrun: every rank evaluates its share of each dataset in-process (no timing pass); rank 0 stores
+    and prints the records, whose metrics equal one process's."""
+    from glocal.benchmarks import distributed
+    from glocal.benchmarks.cell import run_cell
+    from glocal.benchmarks.runner import RunError, plan
+
+    rank, world, local_rank = distributed.env_world()
+    with errors_as_one_line():
+        if not req.datasets:
+            raise RunError(f"torchrun with {world} processes shards dataset evaluation: pass --dataset NAME=PATH")
+        req.measure = False
+        if req.device == "cuda":
+            req.device = f"cuda:{local_rank}"
+        cells, notes = plan(req)
+        if target is not None and rank == 0:
+            target.check_writable()
+        distributed.init(req.device)
+        records = []
+        for cell in cells:
+            record = run_cell(cell)
+            if rank == 0 and target is not None:
+                target.append([record])
+            records.append(record)
+    if rank != 0:
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(records, indent=1, allow_nan=False) + "\n")
+    else:
+        render_records(records, notes)
 
 
 def _check_writable(path: Path) -> None:

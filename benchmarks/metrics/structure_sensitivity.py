@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from glocal.benchmarks.distributed import Shard
 from glocal.benchmarks.embeddings import Backbone, EmbeddingError, check_topk
 from glocal.benchmarks.metrics.texture_observers import OBSERVERS
 from glocal.progress import track
@@ -155,12 +156,13 @@ def evaluate_structure(backbone: str | nn.Module | Backbone, dataset: Any, *, di
                        weights: str | os.PathLike | None = None, image_size: int | None = None,
                        model_kwargs: dict[str, Any] | None = None, baselines: bool = True, workers: int = 0,
                        max_trials: int | None = None, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                       return_trials: bool = False) -> dict[str, Any]:
+                       return_trials: bool = False, shard: Shard | None = None) -> dict[str, Any]:
     """Odd-one-out structure sensitivity of ``backbone`` on a triplet ``dataset`` (a path or a loaded set).
 
     Returns accuracy, n_trials, ci95, chance, the settings, the weights status, and the local-only baselines
     (``pixel_histogram``, ``local_patches``) scored on the same trials; ``shortcut_flags`` lists baselines
-    whose 95% interval lies above chance. ``return_trials`` adds per-trial distances and credits."""
+    whose 95% interval lies above chance. ``return_trials`` adds per-trial distances and credits. Under torchrun
+    (``shard``) each rank embeds its trials and the per-trial rows are gathered in trial order."""
     from glocal.datasets.triplets import TripletSet, load_triplets
 
     if distance not in DISTANCES:
@@ -180,17 +182,21 @@ def evaluate_structure(backbone: str | nn.Module | Backbone, dataset: Any, *, di
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bb.model.to(dev)
     names = tuple(OBSERVERS) if baselines else ()
-    loader = torch.utils.data.DataLoader(_Trials(data, bb.preprocess, names, n), batch_size=batch_size,
-                                         num_workers=workers, shuffle=False)
-    dists: list[torch.Tensor] = []
-    base_credits: dict[str, list[torch.Tensor]] = {b: [] for b in names}
+    shard = shard or Shard()
+    mine = shard.indices(n)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Trials(data, bb.preprocess, names, n), mine),
+                                         batch_size=batch_size, num_workers=workers, shuffle=False)
+    rows: list[tuple[int, tuple[torch.Tensor, dict[str, torch.Tensor]]]] = []
+    order = iter(mine)
     for x, base in track(loader, total=len(loader), description=f"{bb.name} on {data.name}", enabled=progress):
         b = x.shape[0]
         emb = bb.embed(x.flatten(0, 1).to(dev), layer=layer, topk=topk).view(b, 3, -1)
-        dists.append(pairwise_distances(emb.cpu(), distance))
-        for name in names:
-            base_credits[name].append(odd_one_out_credit(pairwise_distances(base[name], "euclidean")))
-    d = torch.cat(dists)
+        dist = pairwise_distances(emb.cpu(), distance)
+        base_c = {name: odd_one_out_credit(pairwise_distances(base[name], "euclidean")) for name in names}
+        rows.extend((next(order), (dist[j], {k: v[j] for k, v in base_c.items()})) for j in range(b))
+    gathered = shard.gather(rows)
+    d = torch.stack([r[0] for r in gathered])
+    base_credits = {name: [torch.stack([r[1][name] for r in gathered])] for name in names}
     credits = odd_one_out_credit(d)
     result: dict[str, Any] = summarize(credits, resamples=resamples, seed=seed)
     result.update({"distance": distance, "layer": layer, "topk": topk, "tie_rule": "1/m credit for m tied pairs",

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from glocal.benchmarks.distributed import Shard
 from glocal.taskspec import TASKS as TASK_SPECS
 from glocal.taskspec import TaskSpec
 
@@ -79,6 +80,7 @@ class EvalContext:
     workers: int = 2
     resolution: int | None = None
     channels_last: bool = False
+    shard: Shard = field(default_factory=Shard)  # under torchrun: this rank's samples (see benchmarks.distributed)
 
 
 class Task:

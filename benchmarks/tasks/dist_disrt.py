@@ -52,7 +52,8 @@ def run_structure(test: str, model: torch.nn.Module, card: Any, variant: Any, sp
         backbone = Backbone.from_module(model, card=card, variant=variant, image_size=ctx.resolution)
         res = evaluate_structure(backbone, data, distance=opts["distance"], layer=opts["layer"], topk=opts["topk"],
                                  batch_size=ctx.batch_size, device=ctx.device, progress=ctx.progress,
-                                 workers=ctx.workers, max_trials=opts["max_trials"], seed=opts["seed"])
+                                 workers=ctx.workers, max_trials=opts["max_trials"], seed=opts["seed"],
+                                 shard=ctx.shard)
     except (DatasetError, StructureError, EmbeddingError) as e:
         raise TaskError(str(e)) from e
     dataset = res.pop("dataset")

@@ -14,7 +14,10 @@ The task is host-agnostic. A generation model (Scale-DiT on FLUX, UltraGen on Wa
 * ``make_pipeline(path, device)`` (quality only): a callable ``(prompt, side, seed) -> images``.
 
 ``--compare dense`` adds the host's dense attentions (``dense-sdpa``, ``dense-flex``) beside each cell;
-host options a model's ``configure`` does not take are refused before anything runs.
+host options a model's ``configure`` does not take are refused before anything runs. A video host's builder may
+also carry ``check_side(resolution)`` and ``check_frames(frames)`` (raising ``ValueError``) so that sizes and frame
+counts its latent grid cannot take are refused before anything runs; ``--resolution`` takes the video names
+480p, 720p, 1080p and 4k (the cell's resolution is then 480, 720, 1080 or 2160, which the host maps to its size).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from glocal.benchmarks.tasks import (
 )
 
 DENSE = ("dense-sdpa", "dense-flex")
+VIDEO_RESOLUTIONS = {"480p": 480, "720p": 720, "1080p": 1080, "4k": 2160, "2160p": 2160}
 HOST_OPTIONS = ("impl", "rules", "compile_flex", "text")
 
 
@@ -46,6 +50,21 @@ def _bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true or false")
+
+
+def named_resolutions(text: str) -> str:
+    """``480p,1080p,4k`` -> ``480,1080,2160`` (other items unchanged): video names for ``--resolution``."""
+    return ",".join(str(VIDEO_RESOLUTIONS.get(v.strip().lower(), v.strip())) for v in text.split(","))
+
+
+def _host_check(variant: Any, name: str, value: int) -> None:
+    """Run the builder's ``check_side`` / ``check_frames`` when it has one; its ValueError becomes a TaskError."""
+    check = getattr(variant.builder, name, None)
+    if check is not None:
+        try:
+            check(value)
+        except ValueError as e:
+            raise TaskError(f"{variant.name}: {e}") from None
 
 
 def _attentions(variant: Any) -> tuple[str, ...]:
@@ -73,7 +92,12 @@ class GenerationTask(Task):
             raise TaskError(f"{variant.name} has no attention {out['attention']!r} (modes: {', '.join(modes)})")
         if out["frames"] < 1:
             raise TaskError(f"frames must be at least 1, got {out['frames']}")
+        _host_check(variant, "check_frames", out["frames"])
         return out
+
+    def check_resolution(self, card: Any, variant: Any, resolution: int) -> None:
+        super().check_resolution(card, variant, resolution)
+        _host_check(variant, "check_side", resolution)
 
     def build_model(self, card: Any, variant: Any, cell: Any) -> torch.nn.Module:
         """The zoo's model with the cell's attention installed for its side (masks built on the cell's device)."""
@@ -81,9 +105,11 @@ class GenerationTask(Task):
         opts = dict(cell.task_options)
         accepted = set(inspect.signature(model.configure).parameters)
         host = {k: opts[k] for k in HOST_OPTIONS if opts.get(k) is not None}
-        refused = sorted(set(host) - accepted)
+        # a host option left at its default is dropped for hosts without it (compile_flex means nothing to Wan)
+        refused = sorted(k for k in set(host) - accepted if host[k] != self.options[k].default)
         if refused:
             raise TaskError(f"{variant.name} takes no task option {', '.join(refused)}")
+        host = {k: v for k, v in host.items() if k in accepted}
         try:
             model.configure(cell.resolution, attention=opts["attention"], frames=opts.get("frames", 1),
                             device=cell.device, **host)

@@ -191,11 +191,13 @@ def score(model: Callable, samples: Sequence[dict], ctx: EvalContext, *, kind: s
     sr = kind == "sr"
     kw = {"data_range": 1.0, "crop_border": scale, "y_channel": True} if sr else {"data_range": 1.0}
     dev = _metric_device(ctx)
-    rows: list[tuple[Any, float, float, float, float]] = []
+    rows: list[tuple[int, tuple[Any, float, float, float, float]]] = []
     if hasattr(model, "eval"):
         model.eval()
+    mine = ctx.shard.indices(len(samples))
     with torch.inference_mode():
-        for s in track(samples, total=len(samples), description=description, enabled=ctx.progress):
+        for i in track(mine, total=len(mine), description=description, enabled=ctx.progress):
+            s = samples[i]
             x, target = (s["lr"], s["hr"]) if sr else (s["hazy"], s["clear"])
             out = _forward(model, x, ctx, scale if sr else 1, tile, overlap).to(dev)
             if sr:
@@ -204,8 +206,9 @@ def score(model: Callable, samples: Sequence[dict], ctx: EvalContext, *, kind: s
             else:
                 base = x
             t, base = target.to(dev), base.to(dev)
-            rows.append((s.get("level"), psnr_per_image(out, t, **kw)[0], ssim_per_image(out, t, **kw)[0],
-                         psnr_per_image(base, t, **kw)[0], ssim_per_image(base, t, **kw)[0]))
+            rows.append((i, (s.get("level"), psnr_per_image(out, t, **kw)[0], ssim_per_image(out, t, **kw)[0],
+                             psnr_per_image(base, t, **kw)[0], ssim_per_image(base, t, **kw)[0])))
+    rows = ctx.shard.gather(rows)  # every rank's rows in sample order: the same sums as one process
     if not rows:
         raise TaskError(f"{description}: no samples to score")
 
