@@ -173,13 +173,14 @@ def build(cell: Cell) -> torch.nn.Module:
 
 
 def measure_compute(cell: Cell, model: torch.nn.Module) -> None:
-    """Parameters, GMACs at batch 1 (and per output megapixel), and the task's and method's workload."""
+    """Parameters, GMACs at batch 1 (and per output megapixel), and the task's and method's workload. Counted on the
+    cell's device, after placing: a 12B-parameter transformer is not run on the CPU just to count."""
     from glocal.benchmarks import compute
     from glocal.zoo.methods import describe_method
 
     cell.enter("compute")
     c, spec = cell.task, cell.spec
-    inputs = c.make_inputs(model, cell.card, cell.variant, spec, 1, torch.device("cpu"), torch.float32)
+    inputs = c.make_inputs(model, cell.card, cell.variant, spec, 1, cell.device, cell.dtype)
     macs = compute.count_macs(model, call=lambda: c.forward(model, inputs))
     cell.record["compute"] = {"params": compute.count_params(model), **macs}
     pixels = c.output_pixels(cell.card, cell.variant, spec.resolution)
@@ -344,9 +345,9 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
     cell = setup(spec)
     try:
         model = build(cell)
-        measure_compute(cell, model)
         reference = copy.deepcopy(model) if spec.precision != "fp32" and spec.measure else None
         model, inputs = place(cell, model)
+        measure_compute(cell, model)
         runner, forward = compile_model(cell, model, inputs)
         if spec.measure:
             measure_passes(cell, forward)

@@ -15,20 +15,9 @@ from glocal.benchmarks.results import ResultStore
 from glocal.benchmarks.runner import RunRequest, crash_record, plan, remove_stale_cell_dirs, reproduce_command
 from glocal.record import cell_key, validate_record
 
-PLUGINS = Path(__file__).parent / "plugins"
 FAST = ["--warmup-iters", "1", "--warmup-time", "0", "--min-iters", "3", "--min-time", "0"]
 runner = CliRunner()
 
-
-@pytest.fixture
-def plugins(monkeypatch):
-    monkeypatch.setenv("GLOCAL_PLUGINS", "glocal_test_models")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
-    sys.path.insert(0, str(PLUGINS))
-    import glocal_test_models  # noqa: F401  (registers in this process too)
-
-    yield
-    sys.path.remove(str(PLUGINS))
 
 
 def bench_json(*args):

@@ -178,6 +178,15 @@ def register(card: ModelCard) -> ModelCard:
     return card
 
 
+def import_submodules(package: str, path: Iterable[str]) -> None:
+    """Import every public module of a package (``register``-style files: a model, task or method per file)."""
+    import pkgutil
+
+    for info in pkgutil.iter_modules(path):
+        if not info.name.startswith("_"):
+            import_module(f"{package}.{info.name}")
+
+
 def _load_all() -> None:
     """Import the built-in model files and entry-point plugins once."""
     global _LOADED

@@ -13,8 +13,6 @@ imported on first use, so a new task or evaluator is one new file.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from glocal.benchmarks.distributed import Shard
 from glocal.taskspec import TASKS as TASK_SPECS
 from glocal.taskspec import TaskSpec
+from glocal.zoo.registry import import_submodules
 
 
 class TaskError(ValueError):
@@ -271,9 +270,7 @@ def _load() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{info.name}")
+        import_submodules(__name__, __path__)
 
 
 def get_task(name: str) -> Task:
