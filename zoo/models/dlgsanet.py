@@ -23,17 +23,14 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import LayerNorm2d
 
+from glocal.zoo.layers.inputs import InputError, check_image_batch
+from glocal.zoo.layers.norm import ChannelLayerNorm
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 
 __all__ = ["DLGSANet", "dynamic_depthwise_conv", "tlc_starts"]
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
-
-
-class InputError(ValueError):
-    """An input the model cannot take (one line)."""
 
 
 def dynamic_depthwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -68,17 +65,6 @@ class DynamicDepthwiseConv(nn.Module):
 
     def glocal_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         return output.numel() * self.kernel_size ** 2
-
-
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over channels of an NCHW map, kept under ``.body`` as in the official ``LayerNorm``."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.body = LayerNorm2d(dim, eps=1e-5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 class GDFN(nn.Module):
@@ -302,9 +288,7 @@ class DLGSANet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) image in [0, 1] -> (N, C, scale*H, scale*W)."""
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise InputError(f"DLGSANet expects an (N, {self.in_chans}, H, W) image batch, "
-                             f"got {tuple(x.shape)}")
+        check_image_batch(x, self.in_chans, "DLGSANet")
         mean = self.mean.to(x.dtype)
         x = (x - mean) * self.img_range
         x = self.overlap_embed(x)
