@@ -25,3 +25,18 @@ def shifted_window_mask(h: int, w: int, window: tuple[int, int], shift: tuple[in
     regions = window_partition(labels, window).reshape(-1, window[0] * window[1])
     diff = regions.unsqueeze(1) - regions.unsqueeze(2)
     return diff.masked_fill(diff != 0, SHIFT_MASK_VALUE).masked_fill(diff == 0, 0.0)
+
+
+def window_attention_bias(bias: torch.Tensor, mask: torch.Tensor | None, windows: int,
+                          dtype: torch.dtype) -> torch.Tensor:
+    """Additive ``attn_mask`` for ``F.scaled_dot_product_attention`` over (windows, heads, N, N) logits.
+
+    ``bias``: (heads, N, N) relative-position bias shared by every window; ``mask``: (nW, N, N) shift mask of
+    one image (``windows`` is a multiple of nW, images in order) or None. Materialised per image only when
+    a batch holds several images, as timm's Swin does.
+    """
+    if mask is None:
+        return bias.unsqueeze(0).to(dtype)
+    nw = mask.shape[0]
+    both = (bias.unsqueeze(0) + mask.unsqueeze(1)).to(dtype)  # nW, heads, N, N
+    return both.unsqueeze(0).expand(windows // nw, -1, -1, -1, -1).reshape(-1, *both.shape[1:])

@@ -36,7 +36,7 @@ from timm.models.swin_transformer import get_relative_position_index, window_par
 
 from glocal.zoo.layers.inputs import InputError, check_image_batch
 from glocal.zoo.layers.padding import crop_to, pad_to_multiple
-from glocal.zoo.layers.windows import shifted_window_mask
+from glocal.zoo.layers.windows import shifted_window_mask, window_attention_bias
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, register
 
 __all__ = ["DehazeXL", "sincos_pos_embed_2d", "to_tiles", "from_tiles"]
@@ -177,14 +177,9 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.view(b // nw, nw, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
-            attn = attn.view(b, self.num_heads, n, n)
-        out = attn.softmax(dim=-1) @ v
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        attn_mask = window_attention_bias(bias.permute(2, 0, 1), mask, b, q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 

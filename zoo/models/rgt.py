@@ -32,13 +32,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import DropPath
 from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
 from glocal.zoo.layers.init import init_vit_linear
 from glocal.zoo.layers.inputs import InputError, check_image_batch
 from glocal.zoo.layers.padding import crop_to, pad_bottom_right
-from glocal.zoo.layers.windows import shifted_window_mask
+from glocal.zoo.layers.windows import shifted_window_mask, window_attention_bias
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 
 __all__ = ["RGT", "rpe_bias_table", "shifted_window_masks", "recursion_steps", "min_input_size"]
@@ -173,16 +174,12 @@ class WindowAttention(nn.Module):
         """qkv (3, B, H*W, C) -> (B, H, W, C); ``mask`` (nW, N, N) for shifted windows."""
         b, length, c = qkv[0].shape
         if length != h * w:
-            raise ValueError(f"token count {length} does not match the map size {h}x{w}")
+            raise InputError(f"token count {length} does not match the map size {h}x{w}")
         q, k, v = (self._to_windows(t, h, w) for t in (qkv[0], qkv[1], qkv[2]))
-        attn = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias().unsqueeze(0)
-        n = attn.shape[-1]
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.view(b, nw, self.num_heads, n, n) + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, self.num_heads, n, n)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(-1, n, c)
+        attn_mask = window_attention_bias(self.position_bias(), mask, q.shape[0], q.dtype)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale,
+                                           dropout_p=self.attn_drop.p if self.training else 0.0)
+        x = x.transpose(1, 2).reshape(-1, self.h_sp * self.w_sp, c)
         return window_reverse(x, (self.h_sp, self.w_sp), h, w)
 
 
@@ -298,10 +295,11 @@ class RG_SA(nn.Module):  # noqa: N801 - official class name
         q = self.q(x).reshape(b, n, heads, self.cr // heads).permute(0, 2, 1, 3)
         k = self.k(r).reshape(b, -1, heads, self.cr // heads).permute(0, 2, 1, 3)
         v = self.v(r)  # B, N', C  (channel = head * C/heads + d)
-        attn = self.attn_drop(((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1))
         v = v + self.cpe(v.transpose(1, 2).reshape(b, c, rh, rw)).flatten(2).transpose(1, 2)
         v = v.reshape(b, -1, heads, c // heads).permute(0, 2, 1, 3)
-        x = (attn @ v).transpose(1, 2).reshape(b, n, c)
+        x = F.scaled_dot_product_attention(q, k, v, scale=self.scale,  # value heads are twice as wide as q/k's
+                                           dropout_p=self.attn_drop.p if self.training else 0.0)
+        x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
 
 
