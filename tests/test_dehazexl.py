@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from compile_check import BACKENDS, assert_compiles_fullgraph
 from manifests import assert_matches_manifest, load_manifest, random_checkpoint
 from timm.models.swin_transformer import get_relative_position_index
 
@@ -254,3 +255,11 @@ def test_memory_benchmark_prediction_and_arguments(capsys):
         bench.parse_sides("1k")
     assert bench.main(["--chunk", "0"]) == 2
     assert "--chunk must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiles_without_graph_breaks(backend):
+    """Two tiles (fixed size): tiling loops, bottleneck and SDPA windows trace as one graph."""
+    torch.manual_seed(0)
+    model = DehazeXL(**{**SMALL, "decoder_depths": (1, 1, 1, 1)}).eval()
+    assert_compiles_fullgraph(model, _image(1, 3, 64, 128, seed=7), backend)

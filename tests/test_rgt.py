@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from compile_check import BACKENDS, assert_compiles_fullgraph
 from manifests import assert_matches_manifest, load_manifest, random_checkpoint
 from timm.models.swin_transformer import window_partition, window_reverse
 
@@ -296,3 +297,12 @@ def test_registry() -> None:
 def test_bad_input_raises_one_line(small_rgt: RGT, bad: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"RGT expects an \(N, 3, H, W\)"):
         small_rgt(bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiles_without_graph_breaks(backend) -> None:
+    """Plain and shifted L-SA (stored masks), RG-SA and the upsampler trace as one graph at a fixed size."""
+    torch.manual_seed(0)
+    model = RGT(img_size=32, embed_dim=64, depth=(4,), num_heads=(2,), mlp_ratio=2.0, split_size=(8, 32),
+                upscale=2).eval()
+    assert_compiles_fullgraph(model, torch.rand(1, 3, 32, 32), backend)
