@@ -8,7 +8,8 @@ official state-dict layout (a raw ``state_dict``; 363 entries incl. 11 persisten
 * ``bottleneck``: the last stage map of *all* tiles assembled into one token grid (H/32 x W/32 tokens),
   a linear projection plus fixed 2-D sin-cos positions, then LLaMA-style blocks (RMSNorm, exact
   multi-head attention through ``F.scaled_dot_product_attention``, gated GELU MLP);
-* ``decoder``: per tile, four Swin-v1 stages (window 8) that concatenate the encoder skip of their scale
+* ``decoder``: per tile, four Swin-v1 stages (window 8; SDPA with the position bias and shift mask as
+  ``attn_mask``) that concatenate the encoder skip of their scale
   and upsample with a 2x2 transposed conv, a last transposed conv and a 1x1 conv; global residual.
 
 Differences from the official code, all on purpose: exact attention everywhere (the official code

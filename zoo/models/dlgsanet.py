@@ -11,9 +11,11 @@ A pure-PyTorch re-implementation of NeonLeexiang/DLGSANet @ 0974b9ae (``basicsr/
 
 The official dynamic convolution is a cupy CUDA kernel; here it is a loop over the K*K kernel taps that
 accumulates shifted inputs times per-pixel weights, in the kernel's summation order, on any device and
-dtype. In eval mode the global attention runs on overlapping local windows (TLC, 96/72/48 LR pixels at
-x2/x3/x4) stitched by averaging, as the official test code does; unlike the official code any batch size
-works. Inputs are RGB in [0, 1]; the DIV2K mean shift happens inside. Any size works without padding.
+dtype, on contiguous NCHW maps (the shared ``ChannelLayerNorm`` hands them on so: channels-last strides
+made the network about 1.8x slower on CPU). In eval mode the global attention runs on overlapping local
+windows (TLC, 96/72/48 LR pixels at x2/x3/x4) stitched by averaging, as the official test code does;
+unlike the official code any batch size works. Inputs are RGB in [0, 1]; the DIV2K mean shift happens
+inside. Any size works without padding.
 """
 
 from __future__ import annotations
