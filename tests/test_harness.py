@@ -283,3 +283,18 @@ def test_noisy_latency_is_retried_and_marked(plugins, monkeypatch):
     assert rec["latency"]["attempts"] == 3 and rec["latency"]["iqr_over_median"] == 0.2
     assert rec["latency"]["noisy"] is True
     validate_record(rec)
+
+
+def test_compute_counts_fused_attention():
+    """SDPA is counted through its math decomposition (the counter sees no FLOPs in the CPU flash kernel):
+    QK^T and AV of a (1, 2, 64, 32) attention are 2 * 2*64*64*32 multiply-adds."""
+    import torch
+
+    from glocal.benchmarks.compute import count_macs
+
+    class Attn(torch.nn.Module):
+        def forward(self, q):
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    macs = count_macs(Attn(), torch.randn(1, 2, 64, 32))
+    assert macs["gmacs"] == 2 * 2 * 64 * 64 * 32 / 1e9
