@@ -15,6 +15,8 @@ from glocal.zoo.models import flashvggt as FV
 from glocal.zoo.models import vggt as V
 from glocal.zoo.weights import CheckpointError, load_strict
 
+pytestmark = pytest.mark.usefixtures("eager_flex_one_thread")  # one thread: tiny tensors, shared CPU
+
 DENSE = FV.FlashConfig(kv_downfactor=1, keyframe_every=None, compressed=None, uncompressed_as_frame=False)
 
 
