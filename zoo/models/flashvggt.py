@@ -113,7 +113,7 @@ def select_keyframes(tokens: torch.Tensor, B: int, S: int, keyframe_every: int |
     Frames are described by the mean of their input tokens (before any block). None without keyframes."""
     if keyframe_every is None:
         return None
-    frames = tokens.reshape(B, S, -1, tokens.shape[-1]).mean(dim=2)
+    frames = tokens.reshape(B, S, -1, tokens.shape[-1]).mean(dim=2).float()  # fp32, as under the official autocast
     k = S // keyframe_every
     zero = torch.zeros(B, 1, dtype=torch.long, device=tokens.device)
     if k <= 1:
@@ -296,12 +296,12 @@ class FlashVGGTStream(FlashVGGT):
             tokens_list, start = self.aggregator(part, first=s0 == 0, ctx=ctx)
             cams.append(tokens_list[-1][:, :, 0])
             with torch.autocast(images.device.type, enabled=False):
-                d, c = self.depth_head([t.float() if t is not None else None for t in tokens_list], part, start)
+                d, c = self.depth_head(self.head_inputs(tokens_list), part, start)
             depth.append(d)
             conf.append(c)
             del tokens_list
         with torch.autocast(images.device.type, enabled=False):
-            pose_list = self.camera_head.refine(torch.cat(cams, dim=1).float())
+            pose_list = self.camera_head.refine(torch.cat(cams, dim=1).to(self.aggregator.camera_token.dtype))
         predictions = {"pose_enc": pose_list[-1], "pose_enc_list": pose_list, "depth": torch.cat(depth, dim=1),
                        "depth_conf": torch.cat(conf, dim=1)}
         if not self.training:
@@ -313,12 +313,23 @@ class FlashVGGTStream(FlashVGGT):
 # --------------------------------------------------------------------------------------------- cost formulas
 
 
+def stream_kv_counts(S: int, ph: int, pw: int, r: int, chunk: int, drop: int = 1) -> list[int]:
+    """Keys of a compressed layer at each chunk of the stream: frame 0's grid + every retained frame so far."""
+    per_frame = SPECIAL + (ph // r) * (pw // r)
+    counts, kv = [], ph * pw
+    for s0 in range(0, S, chunk):
+        kv += -(-min(chunk, S - s0) // drop) * per_frame  # frames s0, s0 + p, ... of the chunk
+        counts.append(kv)
+    return counts
+
+
 def attention_macs(S: int, H: int, W: int, cfg: VGGTConfig = VGGTConfig(), flash: FlashConfig | None = None,
-                   n_kf: int | None = None) -> dict[str, float]:
+                   n_kf: int | None = None, chunk: int | None = None, drop: int = 1) -> dict[str, float]:
     """Multiply-accumulates of the aggregator's attention products (QK^T and AV: 2 * d * queries * keys per layer).
 
-    ``flash`` None is VGGT (every global layer dense over S*P tokens). Returns frame, global and total MACs and
-    the key/value count of one compressed (or dense) global layer."""
+    ``flash`` None is VGGT (every global layer dense over S*P tokens); ``chunk`` makes it the streaming model
+    (the queries of each chunk against that chunk's cache). Returns frame, global and total MACs and the
+    key/value count of one compressed (or dense) global layer (streaming: at the last chunk)."""
     ph, pw = H // PATCH, W // PATCH
     P, d, L = SPECIAL + ph * pw, cfg.embed_dim, cfg.depth
     frame = L * 2 * d * S * P * P
@@ -326,11 +337,17 @@ def attention_macs(S: int, H: int, W: int, cfg: VGGTConfig = VGGTConfig(), flash
         kv = S * P
         glob = L * 2 * d * (S * P) * kv
     else:
-        kf = n_keyframes(S, flash.keyframe_every) if n_kf is None else n_kf
-        kv = global_kv_count(S, ph, pw, flash.kv_downfactor, kf)
         n_comp = sum(flash.is_compressed(i) for i in range(L))
-        other = 2 * d * S * P * P if flash.uncompressed_as_frame else 2 * d * (S * P) ** 2
-        glob = n_comp * 2 * d * (S * P) * kv + (L - n_comp) * other
+        if chunk:
+            counts = stream_kv_counts(S, ph, pw, flash.kv_downfactor, chunk, drop)
+            kv = counts[-1]
+            per_layer = sum(2 * d * min(chunk, S - c * chunk) * P * n for c, n in enumerate(counts))
+        else:
+            kf = n_keyframes(S, flash.keyframe_every) if n_kf is None else n_kf
+            kv = global_kv_count(S, ph, pw, flash.kv_downfactor, kf)
+            per_layer = 2 * d * (S * P) * kv
+        other = 2 * d * S * P * P if flash.uncompressed_as_frame or chunk else 2 * d * (S * P) ** 2
+        glob = n_comp * per_layer + (L - n_comp) * other
     return {"frame_macs": float(frame), "global_macs": float(glob), "attention_macs": float(frame + glob),
             "global_kv": int(kv), "tokens": int(S * P)}
 

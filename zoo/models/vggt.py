@@ -322,6 +322,8 @@ class CameraHead(nn.Module):
         raw, out = None, []
         for _ in range(num_iterations):
             cond = self.empty_pose_tokens.expand(B, S, -1) if raw is None else raw.detach()
+            if not torch.is_grad_enabled():  # a parameter view as a module input trips module hooks at inference
+                cond = cond.detach()
             shift, scale, gate = self.poseLN_modulation(self.embed_pose(cond)).chunk(3, dim=-1)
             x = gate * (self.adaln_norm(tok) * (1 + scale) + shift) + tok
             delta = self.pose_branch(self.trunk_norm(self.trunk(x)))
@@ -711,10 +713,15 @@ class VGGT(nn.Module):
         self.depth_head = dpt(output_dim=2, activation="exp") if "depth" in cfg.heads else None
         self.track_head = TrackHead(cfg) if "track" in cfg.heads else None
 
+    def head_inputs(self, tokens_list: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+        """Layer outputs in the heads' precision (float32 unless the whole model was cast)."""
+        dtype = self.aggregator.camera_token.dtype
+        return [t.to(dtype) if t is not None else None for t in tokens_list]
+
     def heads(self, tokens_list, images: torch.Tensor, predictions: dict) -> dict:
         """Camera, depth and point heads in float32 (autocast off), as the official model runs them."""
         with torch.autocast(images.device.type, enabled=False):
-            tokens_list = [t.float() if t is not None else None for t in tokens_list]
+            tokens_list = self.head_inputs(tokens_list)
             if self.camera_head is not None:
                 pose_list = self.camera_head(tokens_list)
                 predictions["pose_enc"], predictions["pose_enc_list"] = pose_list[-1], pose_list
