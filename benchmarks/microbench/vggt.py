@@ -130,6 +130,8 @@ def _run_point(args: argparse.Namespace, shape: str, model: str, frames: int, si
     cmd = [sys.executable, "-m", "glocal.benchmarks.microbench.vggt", "--_child", f"{shape},{model},{frames}",
            "--size", f"{size[0]}x{size[1]}", "--device", args.device, "--dtype", args.dtype,
            "--repeats", str(args.repeats if shape == "tiny" else 1), "--part", args.part]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -167,7 +169,7 @@ def sweep(args: argparse.Namespace, shape: str, frames: list[int], size: tuple[i
             if point["status"] == "ok":
                 last[model] = {"seconds": point["seconds"], "frames": n}
             elif model not in stopped:
-                stopped[model] = f"stopped after {point['status']} at {n} frames"
+                stopped[model] = f"larger than {n} frames ({point['status']} there)"
             row[model] = point
         a, b = row["vggt"], row["flashvggt"]
         if a["status"] == b["status"] == "ok":
@@ -217,11 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="kill a point that runs longer than this")
     ap.add_argument("--part", default="model", choices=("model", "aggregator"),
                     help="time the whole model (camera + depth heads) or the aggregator alone (the README's table)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads in each child (default: torch's)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     try:
         args = ap.parse_args(argv)
         if args._child:
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
             shape, model, frames = args._child.split(",")
             print(json.dumps(_child(shape, model, int(frames), parse_size(args.size), args.device, args.dtype,
                                     args.repeats, args.part)))
@@ -241,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {"device": args.device, "dtype": args.dtype, "part": args.part,
                               "cpu": platform.processor() or "cpu", "cpu_count": os.cpu_count(),
-                              "threads": torch.get_num_threads(), "rows": []}
+                              "threads": args.threads or torch.get_num_threads(), "rows": []}
     for shape, frames, size in plan:
         report["rows"] += sweep(args, shape, frames, size)
     print(json.dumps(report, indent=2) if args.json else table(report))
