@@ -215,6 +215,7 @@ def test_streaming_cache_grows_with_retained_frames(tiny_vggt: V.VGGT) -> None:
         out = stream(torch.rand(5, 3, 56, 70), chunk_size=2, memory_drop_rate=2)
     per_frame = 5 + 2 * 2  # 4 x 5 patches -> 2 x 2
     assert stream.cache_tokens == {1: 4 * 5 + 3 * per_frame, 2: 4 * 5 + 3 * per_frame}
+    assert FV.stream_kv_counts(5, 4, 5, 2, chunk=2, drop=2) == [20 + per_frame, 20 + 2 * per_frame, 20 + 3 * per_frame]
     assert out["depth"].shape == (1, 5, 56, 70, 1) and out["pose_enc"].shape == (1, 5, 9)
 
 
@@ -287,3 +288,34 @@ def test_registry_builds_tiny_variants() -> None:
         with torch.no_grad():
             out = model(torch.rand(2, 3, 56, 56))
         assert out["pose_enc"].shape == (1, 2, 9)
+
+
+# --------------------------------------------------------------------------------------------- harness task
+
+
+def test_multiview_task_cells_and_workload() -> None:
+    from glocal.benchmarks.tasks import TaskError, get_task
+
+    task = get_task("multiview")
+    card, variant = glocal.zoo.resolve("flashvggt_tiny")
+    opts = task.check_options(card, variant, {"frames": "3"})
+    assert opts == {"frames": 3}
+    with pytest.raises(TaskError, match="multiples of 14"):
+        task.check_options(card, variant, {"height": "50"})
+    with pytest.raises(TaskError, match="streaming models only"):
+        task.check_options(card, variant, {"chunk": "2"})
+    assert task.compare(card, variant, "vggt") == [("vggt_tiny", {})]
+    assert task.compare(*glocal.zoo.resolve("flashvggt"), "vggt") == [("vggt_1b", {})]
+
+    class Cell:
+        resolution, task_options = 70, {"frames": 3}
+
+    model = variant.build()
+    inputs = task.make_inputs(model, card, variant, Cell, 1, torch.device("cpu"), torch.float32)
+    assert inputs["images"].shape == (1, 3, 3, 56, 70)  # height: 3/4 of 70 -> 52.5 -> 56 (a multiple of 14)
+    work = task.workload(model, card, variant, Cell)
+    assert work["tokens"] == 3 * (5 + 4 * 5) and work["global_kv"] == FV.global_kv_count(3, 4, 5, 2, 1)
+    assert work["attention_gmacs"] == FV.attention_macs(3, 56, 70, model.cfg, model.flash)["attention_macs"] / 1e9
+    from glocal.benchmarks.tasks.multiview import default_height
+
+    assert default_height(518) == 392
