@@ -159,3 +159,40 @@ def test_co3d_layout_reader(tmp_path) -> None:
     flip = torch.diag(torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64))
     assert torch.allclose(want[:, :3], (R @ flip).T)
     assert seq.paths == ("/data/co3d/apple/1/images/frame000001.jpg",)
+
+
+def test_re10k_evaluator_end_to_end(tmp_path, seq) -> None:
+    """Frames written in the RealEstate10K layout; a stand-in model that predicts the true cameras scores
+    AUC@30 = 1 through the evaluator (reading, preprocessing, pose decoding, pairing)."""
+    import numpy as np
+    from PIL import Image
+
+    from glocal.benchmarks.tasks import DatasetSpec, EvalContext
+    from glocal.benchmarks.tasks.multiview import evaluate_re10k
+    from glocal.zoo.models.vggt import extri_intri_to_pose_encoding
+
+    (tmp_path / "test").mkdir()
+    (tmp_path / "frames" / "syn").mkdir(parents=True)
+    K = seq.intrinsics[0]
+    rows = ["url"]
+    for i in range(4):
+        stamp = 1000 * (i + 1)
+        pixels = (seq.images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "frames" / "syn" / f"{stamp}.png")
+        norm = [K[0, 0] / 35, K[1, 1] / 28, K[0, 2] / 35, K[1, 2] / 28]
+        rows.append(" ".join(str(float(v)) for v in [stamp, *norm, 0, 0, *seq.extrinsics[i].flatten().tolist()]))
+    (tmp_path / "test" / "syn.txt").write_text("\n".join(rows))
+    truth = extri_intri_to_pose_encoding(seq.extrinsics[None], seq.intrinsics[None], (28, 35))
+
+    class Oracle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            assert images.shape == (4, 3, 420, 518)  # width 518, height round(28 * 518 / 35 / 14) * 14 = 420
+            return {"pose_enc": truth}
+
+    res = evaluate_re10k(Oracle(), None, None, DatasetSpec.parse(f"re10k={tmp_path},frames=4"),
+                         EvalContext(device=torch.device("cpu")))
+    assert res.metrics["auc30"] == 1.0 and res.metrics["pairs"] == 6 and res.metrics["rra5"] == 1.0
