@@ -319,3 +319,18 @@ def test_multiview_task_cells_and_workload() -> None:
     from glocal.benchmarks.tasks.multiview import default_height
 
     assert default_height(518) == 392
+
+
+def test_checkpoint_files_load_through_the_zoo(tmp_path, tiny_vggt: V.VGGT) -> None:
+    """A FlashVGGT training file ({"model": ..., "iteration": ...}) and a plain VGGT file both load strictly."""
+    flash = _flash_from(tiny_vggt, FV.FLASH_TINY)
+    torch.save({"model": flash.state_dict(), "iteration": 3}, tmp_path / "flash.pt")
+    torch.save(tiny_vggt.state_dict(), tmp_path / "vggt.pt")
+    x = torch.rand(2, 3, 56, 56)
+    with torch.no_grad():
+        want = flash(x)["depth"]
+        for name in ("flash.pt", "vggt.pt"):
+            model = glocal.zoo.create_model("flashvggt_tiny", weights=str(tmp_path / name), quiet=True)
+            assert torch.equal(model(x)["depth"], want)
+    with pytest.raises(CheckpointError):
+        glocal.zoo.create_model("vggt_tiny", weights=str(tmp_path / "flash.pt"), quiet=True)  # no point head
