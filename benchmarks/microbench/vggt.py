@@ -6,10 +6,10 @@
 Both models get random weights and the same heads (camera + depth: FlashVGGT has no point or track head),
 so the difference is the aggregator's global attention. Every (shape, frames, model) point runs in a fresh
 interpreter: one warm-up forward on two frames (not for 1B on CPU), then the timed forwards (median of
-``--repeats``; 1B: one); memory is
-the child's peak RSS during the last timed forward (CPU) or ``max_memory_allocated`` (CUDA), also given above the
-pre-forward baseline (weights + runtime). Frame counts run in increasing order; a point predicted (linearly
-from the previous one, a lower bound) to take more than ``--max-seconds`` is skipped, as are larger ones.
+``--repeats``; 1B: one); memory is the child's peak RSS during the last timed forward (CPU) or
+``max_memory_allocated`` (CUDA), also given above the pre-forward baseline (weights + runtime). Frame counts
+run in increasing order; a point predicted (linearly from the previous one, a lower bound) to take more than
+``--max-seconds`` is skipped, as are larger ones.
 Tokens, global-layer key/value counts and attention GMACs come from ``flashvggt.attention_macs``. FlashVGGT
 uses the newest official settings at 1B (r=3, layers 9-19, keyframe_every=200); the tiny shape compresses
 global layers 1-2 of 4 with r=3.
