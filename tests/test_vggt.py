@@ -334,3 +334,16 @@ def test_checkpoint_files_load_through_the_zoo(tmp_path, tiny_vggt: V.VGGT) -> N
             assert torch.equal(model(x)["depth"], want)
     with pytest.raises(CheckpointError):
         glocal.zoo.create_model("vggt_tiny", weights=str(tmp_path / "flash.pt"), quiet=True)  # no point head
+
+
+def test_microbench_arguments_and_workload() -> None:
+    from glocal.benchmarks.microbench import vggt as mb
+
+    assert mb.parse_size("392x518") == (392, 518)
+    with pytest.raises(mb.BenchError, match="multiples of 14"):
+        mb.parse_size("390x518")
+    assert mb.parse_ints("8,2,2", "--frames") == [2, 8]
+    work = mb.workload("1b", "flashvggt", 10, (392, 518))
+    assert work["global_kv"] == 10 * 113 + 28 * 37 and work["tokens"] == 10 * 1041
+    assert mb.workload("1b", "vggt", 10, (392, 518))["global_kv"] == 10 * 1041
+    assert mb.main(["--shape", "bogus"]) == 2
