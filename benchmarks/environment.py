@@ -50,6 +50,13 @@ def device_name(device: torch.device) -> str:
     return f"CPU: {cpu_name()}"
 
 
+def glocal_version() -> tuple[str, str | None]:
+    """(glocal version, git commit): the code version a record was measured with (``bench sweep --resume``)."""
+    import glocal
+
+    return glocal.__version__, git_commit()
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """Everything needed to compare a record with another one."""
     import glocal

@@ -14,6 +14,8 @@ import io
 import json
 import os
 import sqlite3
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -57,11 +59,37 @@ def _use_wal(con: sqlite3.Connection) -> None:
             delay = min(delay * 2, 0.2)
 
 
+def can_create_in(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder`` (a probe file, removed at once: permission bits say
+    yes for root even where the file system says no, as in /proc)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".glocal-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
 class ResultStore:
     """Append-only SQLite store of records."""
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path) if path else default_store_path()
+
+    def check_writable(self) -> None:
+        """Refuse, before anything is measured, a store that exists but cannot be read, or a path where none can
+        be made (a folder under a regular file, an unwritable place). Nothing is created here."""
+        if self.path.exists():
+            if self.path.is_dir():
+                raise StoreError(f"result store {self.path} is a folder")
+            self._query("SELECT count(*) FROM records", [])
+            return
+        parent = self.path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not can_create_in(parent):
+            raise StoreError(f"cannot create a result store at {self.path} ({parent} is not a writable folder)")
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         if not create and not self.path.exists():
@@ -104,33 +132,51 @@ class ResultStore:
         """Records in insertion order, optionally filtered (``model`` matches family or variant)."""
         if not self.path.exists():
             return []
+        sql, args = "SELECT id, record FROM records WHERE 1=1", []
+        if model:
+            sql += " AND (family = ? OR variant = ?)"
+            args += [model, model]
+        for col, val in (("task", task), ("status", status), ("run_id", run_id)):
+            if val:
+                sql += f" AND {col} = ?"
+                args.append(val)
+        return [r for r in (self._parse(i, text) for i, text in self._query(sql + " ORDER BY rowid", args)) if r]
+
+    def _query(self, sql: str, args: list[Any]) -> list[tuple]:
+        """Rows of a read query; a file that is not a readable store is one :class:`StoreError` line."""
         con = self._connect(create=False)
         try:
-            sql, args = "SELECT record FROM records WHERE 1=1", []
-            if model:
-                sql += " AND (family = ? OR variant = ?)"
-                args += [model, model]
-            for col, val in (("task", task), ("status", status), ("run_id", run_id)):
-                if val:
-                    sql += f" AND {col} = ?"
-                    args.append(val)
-            rows = con.execute(sql + " ORDER BY rowid", args).fetchall()
+            return con.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot read result store {self.path}: {e}") from None
         finally:
             con.close()
-        return [json.loads(r[0]) for r in rows]
+
+    def _parse(self, record_id: str, text: str) -> dict[str, Any] | None:
+        """A stored record, or None with a warning naming it when it is not valid (the rest stays readable)."""
+        try:
+            return validate_record(json.loads(text, parse_constant=_reject_constant), f"record {record_id}")
+        except ValueError as e:
+            print(f"warning: {self.path}: skipped invalid record {record_id!r} ({e})", file=sys.stderr)
+            return None
 
     def get(self, record_id: str) -> dict[str, Any]:
-        """A record by id or unique id prefix."""
-        con = self._connect(create=False)
-        try:
-            rows = con.execute("SELECT record FROM records WHERE id LIKE ?", (record_id + "%",)).fetchall()
-        finally:
-            con.close()
+        """A record by id or unique id prefix (taken literally: no wildcards)."""
+        if not record_id or len(record_id) > 64:
+            raise StoreError(f"bad record id {record_id[:40]!r}: give an id or a prefix of one")
+        rows = self._query("SELECT id, record FROM records WHERE substr(id, 1, ?) = ?", [len(record_id), record_id])
         if not rows:
             raise StoreError(f"no record {record_id!r} in {self.path}")
         if len(rows) > 1:
             raise StoreError(f"record id prefix {record_id!r} is ambiguous ({len(rows)} records)")
-        return json.loads(rows[0][0])
+        record = self._parse(*rows[0])
+        if record is None:
+            raise StoreError(f"record {rows[0][0]!r} in {self.path} is not a valid record")
+        return record
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-standard JSON number {name}")
 
 
 def load_records_file(path: str | os.PathLike) -> list[dict[str, Any]]:

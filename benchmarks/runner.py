@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from glocal.benchmarks.cell import PRECISIONS, CellSpec
+from glocal.progress import parse_event
 
 CPU_RULE = {"warmup_iters": 2, "warmup_s": 0.5, "min_iters": 10, "min_s": 2.0, "max_iters": 10_000, "max_s": 60.0}
 CUDA_RULE = {"warmup_iters": 10, "warmup_s": 2.0, "min_iters": 50, "min_s": 5.0, "max_iters": 100_000, "max_s": 120.0}
@@ -52,6 +54,7 @@ class RunRequest:
     compare: list[str] = field(default_factory=list)  # --compare VALUE: cells measured beside each cell
     channels_last: bool = False
     compile: str | None = None
+    cuda_graphs: bool = False
     tf32: bool = False
     cudnn_benchmark: bool = False
     threads: int | None = None
@@ -75,6 +78,8 @@ def check_device(device: str) -> torch.device:
             raise RunError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
     elif dev.type != "cpu":
         raise RunError(f"unsupported device {device!r} (use cpu, cuda, cuda:N)")
+    elif dev.index not in (None, 0):
+        raise RunError(f"device {device!r} does not exist (the CPU is 'cpu')")
     return dev
 
 
@@ -89,7 +94,34 @@ def check_weights(variant_name: str, weights: str, resolution: int) -> None:
     with torch.device("meta"):
         model = variant.build(**kwargs)
     sd, _ = to_native_layout(card, sd, origin=str(weights))
-    check_keys_and_shapes(model.state_dict(), sd, origin=str(weights))  # the cell does the real strict load
+    expected = model.state_dict()
+    check_keys_and_shapes(expected, sd, origin=str(weights))  # the cell does the real strict load
+    check_tensor_values(expected, sd, origin=str(weights))
+
+
+def _is_model_folder(weights: str) -> bool:
+    """A Hugging Face model folder (``config.json`` inside); any other folder is refused in one line."""
+    path = Path(weights).expanduser()
+    if not path.is_dir():
+        return False
+    if not (path / "config.json").is_file():
+        raise RunError(f"--weights {path} is a folder without config.json: checkpoints are files; folders are "
+                       "Hugging Face model folders")
+    return True
+
+
+def check_tensor_values(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], origin: str) -> None:
+    """Garbage weights are refused, not scored: a floating-point tensor of the model must come as floating point
+    (not int64 or bool), and every floating-point value must be finite."""
+    from glocal.zoo.weights import CheckpointError
+
+    for key, ref in expected.items():
+        t = sd[key]
+        if ref.is_floating_point() and not t.is_floating_point():
+            raise CheckpointError(f"{origin}: {key} is {str(t.dtype).removeprefix('torch.')}; the model expects "
+                                  "floating point")
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{origin}: {key} holds NaN or infinite values")
 
 
 def _check_methods(req: RunRequest) -> list[dict[str, Any] | None]:
@@ -151,13 +183,14 @@ def _check_method_applies(model: str, method: dict[str, Any]) -> None:
 def _datasets(model: str, req: RunRequest, task: Any, notes: list[str]) -> list[str]:
     """The datasets a model's first cell scores: the request's (checked), else the task's default."""
     from glocal import zoo
-    from glocal.benchmarks.tasks import DatasetSpec, get_evaluator
+    from glocal.benchmarks.tasks import DatasetSpec, check_dataset, get_evaluator
 
     card, variant = zoo.resolve(model)
     for ds in (DatasetSpec.parse(d) for d in req.datasets):
-        get_evaluator(ds, task.name)
+        entry = get_evaluator(ds, task.name)
         if ds.path is not None and not ds.path.exists():
             raise RunError(f"dataset folder not found: {ds.path}")
+        check_dataset(entry, card, variant, ds)
     if req.datasets:
         return list(req.datasets)
     default = task.default_dataset(card, variant)
@@ -174,6 +207,8 @@ def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
     from glocal.zoo.weights import CheckpointError
 
     dev = check_device(req.device)
+    if req.cuda_graphs and dev.type != "cuda":
+        raise RunError("--cuda-graphs needs a CUDA device (--device cuda)")
     for p in req.precisions:
         if p not in PRECISIONS:
             raise RunError(f"unknown precision {p!r} (fp32, bf16, fp16)")
@@ -196,7 +231,9 @@ def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
             resolutions = req.resolutions or [task.default_resolution(card, variant)]
             for r in resolutions:
                 task.check_resolution(card, variant, r)
-            if req.weights not in (None, "random", "auto", "pretrained"):
+            if req.weights not in (None, "random", "auto", "pretrained") and _is_model_folder(req.weights):
+                pass  # a Hugging Face model folder (VLM hosts): its host loads it strictly in the cell
+            elif req.weights not in (None, "random", "auto", "pretrained"):
                 try:
                     for r in dict.fromkeys(resolutions):  # a checkpoint must fit at every requested size
                         check_weights(variant.name, req.weights, r)
@@ -207,7 +244,7 @@ def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
                 cells.append(CellSpec(
                     model=variant.name, device=req.device, precision=precision, batch_size=batch,
                     resolution=res, weights=req.weights, task=req.task, method=method, task_options=options,
-                    channels_last=req.channels_last, compile=req.compile, tf32=req.tf32,
+                    channels_last=req.channels_last, compile=req.compile, cuda_graphs=req.cuda_graphs, tf32=req.tf32,
                     cudnn_benchmark=req.cudnn_benchmark, threads=req.threads, rule=rule,
                     datasets=datasets if first else [], eval_batch_size=req.eval_batch_size, workers=req.workers,
                     measure=req.measure, timeout=req.timeout, run_id=run_id,
@@ -244,7 +281,8 @@ def reproduce_command(c: CellSpec) -> str:
         parts += ["--method", _method_text(c.method)]
     for key, value in sorted(c.task_options.items()):
         parts += ["--opt", f"{key}={value}"]
-    switches = {"--channels-last": c.channels_last, "--tf32": c.tf32, "--cudnn-benchmark": c.cudnn_benchmark}
+    switches = {"--channels-last": c.channels_last, "--tf32": c.tf32, "--cudnn-benchmark": c.cudnn_benchmark,
+                "--cuda-graphs": c.cuda_graphs}
     parts += [flag for flag, on in switches.items() if on]
     if c.compile:
         parts += ["--compile", c.compile]
@@ -255,15 +293,42 @@ def reproduce_command(c: CellSpec) -> str:
             parts += [flag, f"{c.rule[key]:g}" if isinstance(c.rule[key], float) else str(c.rule[key])]
     if c.timeout:
         parts += ["--timeout", f"{c.timeout:g}"]
+    if not c.measure:
+        parts.append("--eval-only")
     for d in c.datasets:
         parts += ["--dataset", d]
     return shlex.join(parts)
 
 
+CELL_DIR_PREFIX = "glocal-cell-"
+
+
+def remove_stale_cell_dirs(root: Path | None = None) -> int:
+    """Remove the work folders of cells whose ``bench`` process died (killed with -9, say): the measurement
+    they may hold was never stored and cannot be trusted to belong to a finished run. Returns how many."""
+    removed = 0
+    for d in Path(root or tempfile.gettempdir()).glob(f"{CELL_DIR_PREFIX}*-*"):
+        pid = d.name[len(CELL_DIR_PREFIX):].split("-", 1)[0]
+        if d.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_cell_subprocess(spec: CellSpec, on_event: Callable[[str, list[str]], None] | None = None) -> dict[str, Any]:
     """Run one cell in a fresh interpreter; a crash becomes an ``error`` (or ``oom``) record, a cell past its
     ``timeout`` is killed and recorded as ``timeout``."""
-    with tempfile.TemporaryDirectory(prefix="glocal-cell-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{CELL_DIR_PREFIX}{os.getpid()}-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "record.json"
         spec_path.write_text(spec.to_json())
         env = {**os.environ, "GLOCAL_CELL": "1", "PYTHONUNBUFFERED": "1"}
@@ -276,6 +341,7 @@ def run_cell_subprocess(spec: CellSpec, on_event: Callable[[str, list[str]], Non
             proc.kill()
 
         timer = threading.Timer(spec.timeout, expire) if spec.timeout else None
+        oom_kills = _oom_kills()
         if timer is not None:
             timer.start()
         try:
@@ -289,7 +355,9 @@ def run_cell_subprocess(spec: CellSpec, on_event: Callable[[str, list[str]], Non
                 proc.wait()
         if code == 0 and out_path.exists():
             return json.loads(out_path.read_text())
-        return crash_record(spec, code, tail, timed_out=expired.is_set())
+        after = _oom_kills()
+        oom_killed = None if oom_kills is None or after is None else after > oom_kills
+        return crash_record(spec, code, tail, timed_out=expired.is_set(), oom_killed=oom_killed)
 
 
 def _read_events(proc: subprocess.Popen, on_event: Callable[[str, list[str]], None] | None) -> list[str]:
@@ -298,10 +366,10 @@ def _read_events(proc: subprocess.Popen, on_event: Callable[[str, list[str]], No
     assert proc.stderr is not None
     for line in proc.stderr:
         line = line.rstrip("\n")
-        if line.startswith("@@glocal "):
-            kind, *args = line.split()[1:]
+        event = parse_event(line)
+        if event is not None:
             if on_event:
-                on_event(kind, args)
+                on_event(*event)
         elif line.strip():
             tail = (tail + [line])[-20:]
             if on_event:
@@ -309,8 +377,23 @@ def _read_events(proc: subprocess.Popen, on_event: Callable[[str, list[str]], No
     return tail
 
 
-def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool = False) -> dict[str, Any]:
-    """The record of a cell whose process died before writing its own (same settings as a finished one)."""
+def _oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has ended in this cgroup (None where unknown)."""
+    try:
+        text = Path("/sys/fs/cgroup/memory.events").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool = False,
+                 oom_killed: bool | None = None, why: str | None = None) -> dict[str, Any]:
+    """The record of a cell whose process died before writing its own (same settings as a finished one). A
+    SIGKILL is ``oom`` only when the kernel counted an out-of-memory kill meanwhile; otherwise it is an error."""
     from glocal.benchmarks.cell import resolve_cell
     from glocal.benchmarks.environment import environment
     from glocal.record import cell_record, cell_settings
@@ -319,10 +402,15 @@ def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool
     shape = task.input_shape(card, variant, res)
     killed = code < 0 and -code == signal.SIGKILL
     last = next((line for line in reversed(tail) if line.strip()), "")
-    if timed_out:
+    if why is not None:
+        status = "error"
+    elif timed_out:
         status, why = "timeout", f"past its time limit of {spec.timeout:g} s"
+    elif killed and oom_killed:
+        status, why = "oom", "killed by the kernel's out-of-memory killer"
     elif killed:
-        status, why = "oom", "killed by SIGKILL (likely out of memory)"
+        status, why = "error", ("killed by SIGKILL" + (" (possibly the out-of-memory killer)" if oom_killed is None
+                                                       else " (not by the out-of-memory killer)"))
     else:
         status, why = "error", f"process exited with code {code}"
     settings = cell_settings(spec, res, [spec.batch_size, *shape] if shape else None, spec.threads or 0)

@@ -24,10 +24,10 @@ How a triplet is made from one source image (seeded per image):
    It is kept as an ablation and as the positive control of the shortcut tests.
 
 How it differs from the paper's DiSRT (Li, Wen, Song, Liu, Jing & Lee, arXiv 2506.00718): that set's
-generation method, size and sources are not public (research note §2.2; likely texture synthesis from the
-DiST lab). This generator is a deterministic rearrangement: local parts are exact copies of the source
-(sharper than synthesised textures), the disruption scale is set by ``grid``, and in the default mode all
-three images carry an occluding lattice that the paper's images do not have. Scores on ``disrt-style`` sets
+generation method, size and sources are not public (the paper releases no code or data; likely texture
+synthesis from the DiST lab). This generator is a deterministic rearrangement: local parts are exact copies of
+the source (sharper than synthesised textures), the disruption scale is set by ``grid``, and in the default mode
+all three images carry an occluding lattice that the paper's images do not have. Scores on ``disrt-style`` sets
 are not comparable with the paper's.
 """
 
@@ -39,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from glocal.datasets.engine import load_rgb, parse_options
 from glocal.datasets.registry import DatasetError, register_generator
-from glocal.datasets.structure import Job, load_square, make_triplet_set, parse_options
+from glocal.datasets.triplets import SOURCE_REDUCING_GAP, Job, make_triplet_set
 
 NAME = "disrt-style"
 VERSION = "1"
@@ -187,7 +188,7 @@ def occlude(img: np.ndarray, perm: np.ndarray, grid: int, border: int, colour: n
 def make_item(job: Job) -> tuple[str, list[np.ndarray] | None, dict[str, Any]]:
     """One triplet: the original square and two rearrangements (see the module docstring)."""
     p = job.params
-    img = load_square(job.source, p["size"])
+    img = load_rgb(job.source, p["size"], reducing_gap=SOURCE_REDUCING_GAP)
     rng = np.random.default_rng(job.seed)
     grid = p["grid"]
     pa, pb = permutations(grid, rng)

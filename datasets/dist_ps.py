@@ -3,8 +3,8 @@
 DiST (Wen, Li, Jing & Lee, arXiv 2310.07555) pairs each original with two texture-synthesised versions that
 keep its local statistics but lose its global shape. The paper used Gatys et al. (2015) Gram-matrix synthesis
 on ImageNet-trained VGG-19 features; those weights cannot be had offline, so this generator uses the
-weight-free Portilla & Simoncelli (2000) model from ``plenoptic`` instead (research note §5). It is a
-different generator: sets are named ``dist-ps`` and their scores are not comparable with the paper's.
+weight-free Portilla & Simoncelli (2000) model from ``plenoptic`` (https://github.com/plenoptic-org/plenoptic)
+instead. It is a different generator: sets are named ``dist-ps`` and their scores are not comparable with the paper's.
 
 Per source image (seeded per image from the run seed and the image's sha256; each item runs on one thread,
 ``workers`` processes run items in parallel):
@@ -117,8 +117,9 @@ from typing import Any
 
 import numpy as np
 
+from glocal.datasets.engine import load_rgb, parse_options
 from glocal.datasets.registry import DatasetError, register_generator
-from glocal.datasets.structure import Job, load_square, make_triplet_set, parse_options
+from glocal.datasets.triplets import SOURCE_REDUCING_GAP, Job, make_triplet_set
 
 NAME = "dist-ps"
 VERSION = "3"
@@ -422,7 +423,7 @@ def make_item(job: Job) -> tuple[str, list[np.ndarray] | None, dict[str, Any]]:
 def _make_item(job: Job) -> tuple[str, list[np.ndarray] | None, dict[str, Any]]:
     p = job.params
     n_scales = check_params(p)
-    img = load_square(job.source, p["size"])
+    img = load_rgb(job.source, p["size"], reducing_gap=SOURCE_REDUCING_GAP)
     if not ColourBasis(img).active.any():
         return "rejected", None, {"n_scales": n_scales, "reason": "flat image (no colour or intensity variation)"}
     syn = Synthesizer(img, p, n_scales)

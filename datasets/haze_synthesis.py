@@ -13,24 +13,31 @@ Output (the 8KDehaze layout, see :mod:`.eightk_dehaze`): ``out/clear/<stem>.png`
 ``out/cloud_L1..cloud_L4/<stem>.png`` and ``out/manifest.json`` (generator name and version, parameters,
 seed, sha256 of every source image, per-image airlight and betas). Everything is seeded per image (from the
 seed and the file name), so runs are reproducible byte for byte whatever the number of workers, and a rerun
-skips images whose outputs are already written and valid. This is a synthetic set named ``8kdehaze-synth``,
-not the original 8KDehaze. Only numpy and Pillow are used, so worker processes start fast.
+skips images whose outputs are already written and valid (hashing, atomic writes, workers and progress are
+:mod:`.engine`'s). This is a synthetic set named ``8kdehaze-synth``, not the original 8KDehaze. Only numpy and
+Pillow are used, so worker processes start fast.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from glocal.datasets.engine import (
+    load_rgb,
+    open_image,
+    read_manifest,
+    remove_stale,
+    run_jobs,
+    save_png,
+    sha256_file,
+    write_json,
+)
 from glocal.datasets.registry import DatasetError, image_files, register_generator
 
 GENERATOR = "8kdehaze-synth"
@@ -129,37 +136,10 @@ def parameters() -> dict[str, Any]:
             "model": "I = J*t + A*(1-t), t = exp(-beta*d)"}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _load_source(path: Path, size: int | None) -> np.ndarray:
-    """The source as uint8 RGB; with ``size``, resized (Pillow bicubic, antialiased) so the short side is
-    ``size`` and centre-cropped to size x size."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if size is not None:
-            w, h = im.size
-            k = size / min(w, h)
-            nw, nh = max(size, round(w * k)), max(size, round(h * k))
-            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im).copy()
-
-
 def _expected_size(path: Path, size: int | None) -> tuple[int, int]:
-    from PIL import Image
-
     if size is not None:
         return size, size
-    with Image.open(path) as im:
+    with open_image(path) as im:
         return im.size[1], im.size[0]
 
 
@@ -179,15 +159,6 @@ def _valid(path: Path, hw: tuple[int, int]) -> bool:
         return False
 
 
-def _save_png(arr: np.ndarray, path: Path, level: int = PNG_LEVEL) -> None:
-    """Write atomically (temporary name, then rename): an interrupted run leaves no valid-looking file."""
-    from PIL import Image
-
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    Image.fromarray(arr).save(tmp, format="PNG", compress_level=level)
-    os.replace(tmp, path)
-
-
 def level_dir(level: int) -> str:
     return f"cloud_L{level}"
 
@@ -199,27 +170,20 @@ def _make_one(job: dict[str, Any]) -> dict[str, Any]:
     try:
         hw = _expected_size(src, size)
         skip = job["resume"] and job["trusted"] and all(_valid(p, hw) for p in targets)
-        clear = None if skip else _load_source(src, size)
+        clear = None if skip else load_rgb(src, size)
     except Exception as e:  # an unreadable source is reported and left out, not fatal
         return {"name": name, "source": src.name, "status": "rejected", "reason": f"{type(e).__name__}: {e}"}
     airlight, betas, fld = image_params(seed, name)
     if clear is not None:  # one level in memory at a time (8K: 200 MB each)
         d = density_field(clear.shape[0], clear.shape[1], fld)
-        _save_png(clear, targets[0], job["compression"])
+        save_png(clear, targets[0], job["compression"])  # atomic: an interrupted run leaves no valid-looking file
         for lv, p in zip(LEVELS, targets[1:], strict=True):
-            _save_png(add_haze(clear, d, betas[lv], airlight), p, job["compression"])
+            save_png(add_haze(clear, d, betas[lv], airlight), p, job["compression"])
     status = "skipped" if skip else "written"
     return {"name": name, "source": src.name, "status": status, "source_sha256": job["sha256"],
             "size": list(hw),
             "airlight": [round(float(a), 6) for a in airlight],
             "beta": {f"L{k}": round(v, 6) for k, v in betas.items()}}
-
-
-def _progress(enabled: bool, total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn(f"{GENERATOR}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not enabled, transient=False)
 
 
 OPTIONS = {"size": "output side N: resize the short side to N and centre-crop N x N (default: keep each "
@@ -266,42 +230,30 @@ def make_8kdehaze_synth(src: str | Path, out: str | Path, *, seed: int = 0, work
               "parameters": parameters()}
     manifest_path = out / "manifest.json"
     old_images: dict[str, dict] = {}
-    if manifest_path.is_file() and resume:
-        old = json.loads(manifest_path.read_text())
+    old = read_manifest(manifest_path) if resume else None
+    if old is not None:
         if {k: old.get(k) for k in header} != header:
             raise DatasetError(f"{out} holds a {old.get('generator')} set made with other settings (seed, "
                                "size or version); use a new folder or resume=False")
         old_images = {e["name"]: e for e in old.get("images", [])}
     for d in ["clear"] + [level_dir(lv) for lv in LEVELS]:
         (out / d).mkdir(parents=True, exist_ok=True)
+        remove_stale(out / d)
     jobs = []
     for n, p in sorted(names.items()):
-        sha = _sha256(p)
+        sha = sha256_file(p)
         trusted = not old_images or old_images.get(n, {}).get("source_sha256") == sha
         jobs.append({"src": str(p), "out": str(out), "name": n, "seed": int(seed), "size": size,
                      "resume": resume, "sha256": sha, "trusted": trusted, "compression": compression})
-    results = []
-    with _progress(progress, len(jobs)) as bar:
-        task = bar.add_task("images", total=len(jobs))
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
-                for fut in as_completed([ex.submit(_make_one, j) for j in jobs]):
-                    results.append(fut.result())
-                    bar.advance(task)
-        else:
-            for j in jobs:
-                results.append(_make_one(j))
-                bar.advance(task)
-    results.sort(key=lambda r: r["name"])
+    results = sorted(run_jobs(_make_one, jobs, workers=max(1, workers), description=GENERATOR,  # 0 ran serially
+                              progress=progress), key=lambda r: r["name"])
     good = [{k: v for k, v in r.items() if k != "status"} for r in results if r["status"] != "rejected"]
     rejected = [{"source": r["source"], "reason": r["reason"]} for r in results if r["status"] == "rejected"]
     manifest = {**header, "png_compression": compression,
                 "layout": {"clear": "clear", "levels": {f"L{lv}": level_dir(lv) for lv in LEVELS}},
                 "note": "synthetic haze on the listed sources; not the original 8KDehaze data",
                 "images": good, "rejected": rejected}
-    tmp = manifest_path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, manifest_path)
+    write_json(manifest_path, manifest, indent=2, sort_keys=True, newline=True)
     return {"generator": GENERATOR, "out": str(out), "count": len(good),
             "written": sum(r["status"] == "written" for r in results),
             "skipped": sum(r["status"] == "skipped" for r in results),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -29,9 +30,20 @@ _LOADED = False
 
 
 def register_generator(name: str, description: str, options: dict[str, str] | None = None) -> Callable:
+    """Register ``fn`` as generator ``name``. The registered function first ends, quietly, a worker process
+    that is re-importing a script which calls it without a ``__main__`` guard (the parent then says so in one
+    line; see :func:`glocal.datasets.engine.exit_if_reimported`)."""
+
     def deco(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        _GENERATORS[name] = Generator(name, fn, description, options or {})
-        return fn
+        @functools.wraps(fn)
+        def generator(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            from glocal.datasets.engine import exit_if_reimported
+
+            exit_if_reimported()
+            return fn(*args, **kwargs)
+
+        _GENERATORS[name] = Generator(name, generator, description, options or {})
+        return generator
 
     return deco
 

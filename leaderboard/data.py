@@ -54,11 +54,15 @@ def parse_records(text: str, source: str, *, jsonl: bool = False) -> list[dict]:
                 items.append((f"{source}:{lineno}", json.loads(line, parse_constant=_reject_constant)))
             except ValueError as e:
                 raise RecordError(f"{source}:{lineno}: not valid JSON ({_json_reason(e)})") from None
+            except RecursionError:
+                raise RecordError(f"{source}:{lineno}: not valid JSON (nested too deeply)") from None
     else:
         try:
             data = json.loads(text, parse_constant=_reject_constant)
         except ValueError as e:
             raise RecordError(f"{source}: not valid JSON ({_json_reason(e)})") from None
+        except RecursionError:
+            raise RecordError(f"{source}: not valid JSON (nested too deeply)") from None
         if isinstance(data, list):
             items = [(f"{source}: record {i}", d) for i, d in enumerate(data)]
         else:
@@ -136,6 +140,32 @@ def quality(record: dict, path: str) -> float | None:
     return num(get(record.get("metrics") or {}, path))
 
 
+NOISE_LIMIT = 0.10  # IQR / median above this marks a latency as noisy
+
+
+def noise(record: dict) -> float | None:
+    """The latency's IQR over its median (from the record, else from the samples), or None when unknown."""
+    ratio = num(get(record, "latency.iqr_over_median"))
+    if ratio is not None:
+        return ratio
+    iqr, med = num(get(record, "latency.iqr")), num(get(record, "latency.median"))
+    if iqr is not None and med:
+        return iqr / med
+    samples = [float(v) for v in get(record, "latency.samples", []) or [] if num(v) is not None]
+    if len(samples) >= 4:
+        samples.sort()
+        n = len(samples)
+        q1, q3, med = samples[n // 4], samples[(3 * n) // 4], samples[n // 2]
+        return (q3 - q1) / med if med > 0 else None
+    return None
+
+
+def is_noisy(record: dict) -> bool:
+    """A latency whose IQR exceeds 10 % of its median: marked, and kept out of rankings and Pareto fronts."""
+    ratio = noise(record) if is_ok(record) else None
+    return ratio is not None and ratio > NOISE_LIMIT
+
+
 def memory_value(record: dict) -> tuple[float | None, str]:
     """Peak memory in MiB and which counter: GPU peak allocated, else the CPU process peak RSS."""
     alloc = measured(record, "memory.peak_allocated")
@@ -158,6 +188,51 @@ def tab_of(record: dict) -> str:
 
 def device_name(record: dict) -> str:
     return record["environment"]["device_name"]
+
+
+def is_cpu(record: dict) -> bool:
+    return get(record, "settings.device", "") == "cpu" or device_name(record).lower().startswith("cpu")
+
+
+def hardware_label(record: dict) -> str:
+    """The device as shown: a CPU with the number of threads the run used (``CPU: AMD EPYC · 2 threads``)."""
+    name = device_name(record)
+    if not is_cpu(record):
+        return name
+    threads = get(record, "settings.threads") or get(record, "environment.threads")
+    if isinstance(threads, int) and not isinstance(threads, bool):
+        return f"{name} · {threads} thread{'s' if threads != 1 else ''}"
+    return name
+
+
+def method_label(record: dict) -> str:
+    """``dimap (ratio=0.35)`` for a record measured with an efficiency method, ``""`` for the base model."""
+    method = get(record, "settings.method")
+    if not isinstance(method, dict) or not method.get("name"):
+        return ""
+    params = method.get("params") or {}
+    inner = ", ".join(f"{k}={params[k]}" for k in sorted(params)) if isinstance(params, dict) else str(params)
+    return f"{method['name']} ({inner})" if inner else str(method["name"])
+
+
+def options_label(record: dict) -> str:
+    """Task options as ``key=value`` pairs (``frames=8, attention=dense``), ``""`` when none."""
+    opts = get(record, "settings.task_options")
+    if not isinstance(opts, dict) or not opts:
+        return ""
+    return ", ".join(f"{k}={opts[k]}" for k in sorted(opts))
+
+
+def human_date(text: str) -> str:
+    """An ISO-8601 time as ``24 Nov 2026, 07:57 UTC``; text that does not parse is returned as it is."""
+    try:
+        t = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return str(text or "")
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    t = t.astimezone(timezone.utc)
+    return f"{t.day} {t:%b %Y, %H:%M} UTC"
 
 
 def dataset_name(record: dict) -> str:

@@ -26,15 +26,19 @@ from typing import Any
 from urllib.parse import quote
 
 from glocal.leaderboard import charts as charts_mod
+from glocal.leaderboard import views
 from glocal.leaderboard.data import (
     RecordError,
     dataset_name,
     dedupe_records,
     device_name,
     get,
+    hardware_label,
+    human_date,
     is_ok,
     is_random,
     latest_per_cell,
+    method_label,
     newest_key,
     num,
     record_anchors,
@@ -54,6 +58,7 @@ from glocal.leaderboard.tables import (
     fmt_params,
     fmt_sig,
     primary_value,
+    prune_columns,
     tab_for,
 )
 
@@ -127,6 +132,7 @@ class SiteIndex:
     models: dict[str, ModelEntry]
     anchors: dict[str, str]
     frontier: set[str] = field(default_factory=set)
+    colors: dict[str, str] = field(default_factory=dict)  # one colour per variant in every chart
 
     def at(self, root: str) -> PageContext:
         return PageContext(self, root)
@@ -200,10 +206,17 @@ class TabData:
     columns: list[Column]
     quality_groups: list[charts_mod.ChartGroup]
     scaling_groups: list[charts_mod.ChartGroup]
+    overlay_groups: list[charts_mod.ChartGroup] = field(default_factory=list)
 
     @property
     def devices(self) -> list[str]:
         return sorted({device_name(r) for r in self.records})
+
+    @property
+    def device_options(self) -> list[tuple[str, str]]:
+        """(value, label) of the hardware filter: the device name, shown with CPU threads."""
+        labels = {device_name(r): hardware_label(r) for r in self.records}
+        return [(d, labels[d]) for d in sorted(labels)]
 
     @property
     def precisions(self) -> list[str]:
@@ -229,6 +242,7 @@ def _row_order(records: Iterable[dict], tab: Tab) -> list[dict]:
             s["precision"],
             s["batch_size"],
             s["resolution"],
+            method_label(r),  # a method's rows right after its base model's
             r["id"],
         )
 
@@ -251,9 +265,11 @@ def tab_data(records: Sequence[dict], index: SiteIndex) -> list[TabData]:
         sgroups = charts_mod.scaling_groups(
             recs, "latency", lambda r: _series(index, r), tab.resolution_label
         ) + charts_mod.scaling_groups(recs, "memory", lambda r: _series(index, r), tab.resolution_label)
+        ogroups = charts_mod.scaling_groups(recs, "latency", lambda r: _series(index, r), tab.resolution_label,
+                                            overlay=True)
         for g in qgroups:
             index.frontier.update(p["record"] for p in g.points if p["pareto"])
-        out.append(TabData(tab, recs, columns_for(tab, recs), qgroups, sgroups))
+        out.append(TabData(tab, recs, columns_for(tab, recs), qgroups, sgroups, ogroups))
     return out
 
 
@@ -262,7 +278,8 @@ def _label(index: SiteIndex, record: dict) -> str:
 
 
 def _series(index: SiteIndex, record: dict) -> str:
-    return f"{_label(index, record)} · {record['model']['variant']}"
+    method = method_label(record)
+    return f"{_label(index, record)} · {record['model']['variant']}" + (f" · {method}" if method else "")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -286,7 +303,7 @@ PROVENANCE_SECTIONS = (
 
 def _value_text(value: Any) -> str:
     if value is None:
-        return "null"
+        return "— (not set)"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
@@ -325,6 +342,9 @@ def provenance(record: dict) -> list[tuple[str, list[tuple[str, str]]]]:
                 continue
             if k == "metrics" and is_random(record):
                 rows.append(("metrics", "not shown: random weights"))
+                continue
+            if k == "timestamp":
+                rows.append(("timestamp", f"{human_date(record[k])} ({record[k]})"))
                 continue
             rows += _flatten(k, record[k])
         if rows:
@@ -420,6 +440,7 @@ def _environment() -> Any:
     )
     env.filters["script_json"] = lambda obj: markupsafe.Markup(script_json(obj))
     env.filters["paper_text"] = _paper_text
+    env.filters["human_date"] = human_date
     return env
 
 
@@ -436,7 +457,8 @@ class BuildSummary:
     pages: int
 
 
-def _chart_figures(groups: Sequence[charts_mod.ChartGroup], prefix: str, draw: bool) -> list[dict]:
+def _chart_figures(groups: Sequence[charts_mod.ChartGroup], prefix: str, draw: bool,
+                   colors: dict[str, str] | None = None) -> list[dict]:
     """Figure data for the templates, with each group's Vega-Lite spec (none when charts are off)."""
     if not draw:
         return []
@@ -445,7 +467,8 @@ def _chart_figures(groups: Sequence[charts_mod.ChartGroup], prefix: str, draw: b
         g.chart_id = f"{prefix}-{i}"
         kind = {
             "quality": "Quality against latency",
-            "latency": "Latency against resolution",
+            "paper": "Paper-reported quality against latency measured here",
+            "latency": "Latency against resolution, hardware overlaid" if g.overlay else "Latency against resolution",
             "memory": "Peak memory against resolution",
         }[g.kind]
         figs.append(
@@ -457,7 +480,7 @@ def _chart_figures(groups: Sequence[charts_mod.ChartGroup], prefix: str, draw: b
                 "caption": f"{kind} — {g.title}",
                 "points": len(g.points),
                 "frontier": len(g.frontier),
-                "spec": charts_mod.spec_for(g),
+                "spec": charts_mod.spec_for(g, colors),
             }
         )
     return figs
@@ -480,7 +503,7 @@ def _overview_rows(index: SiteIndex, tabs: Sequence[TabData]) -> list[Row]:
             if isinstance(paper, dict)
             else "—"
         )
-        devices = sorted({device_name(r) for r in e.records})
+        devices = sorted({hardware_label(r) for r in e.records})
         title = str(card.get("paper_title") or "")
         task_title = tab_titles.get(e.task, e.task.replace("_", "-"))
         cells = [
@@ -528,6 +551,51 @@ OVERVIEW_COLUMNS = [
 ]
 
 
+def _model_table(tab: Tab, recs: list[dict], ctx: PageContext) -> tuple[list[Column], list[Row]]:
+    cols = [c for c in columns_for(tab, recs) if c.key != "model"]
+    return cols, build_rows(_row_order(recs, tab), cols, ctx)
+
+
+def _weights_packages(variants: Sequence[dict]) -> list[dict]:
+    """Distinct weight sources over the card's variants (by description), each with its variants and their
+    download links."""
+    seen: dict[str, list[dict]] = {}
+    for v in variants:
+        for w in v["weights"]:
+            seen.setdefault(w["text"], []).append({"name": v["name"], "href": w["href"]})
+    return [{"text": t, "variants": names} for t, names in seen.items()]
+
+
+def _paper_of(card_of: Any, metric: str | None, record: dict) -> float | None:
+    return views.paper_value(card_of(record), record["model"]["variant"], metric)
+
+
+def _overview_rankings(index: SiteIndex, tabs: Sequence[TabData], draw: bool) -> tuple[dict, dict]:
+    """Per tab with records: its rankings (quality where measured with real weights, then efficiency at a
+    stated setting) and the paper-reported-quality-against-measured-latency charts."""
+    label = functools.partial(_label, index)
+
+    def card_of(r: dict) -> dict | None:
+        return index.models[r["model"]["family"]].card
+
+    rankings: dict[str, list[views.Ranking]] = {}
+    figs: dict[str, list[dict]] = {}
+    for t in tabs:
+        if not t.records:
+            continue
+        found = [views.quality_ranking(t.records, t.tab, card_of, label),
+                 views.efficiency_ranking(t.records, t.tab, card_of, label)]
+        rankings[t.tab.slug] = [r for r in found if r is not None]
+        for ranking in rankings[t.tab.slug]:
+            for row in ranking.rows:
+                row.href = index.at("").model_href(row.record)
+        defaults = views.device_defaults(views.ranking_settings(t.records))
+        paper = functools.partial(_paper_of, card_of, t.tab.primary)
+        groups = charts_mod.paper_groups(t.records, t.tab, defaults, paper, label) if t.tab.primary else []
+        figs[t.tab.slug] = _chart_figures(groups, f"overview-{t.tab.slug}", draw, index.colors)
+    return rankings, figs
+
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -539,10 +607,14 @@ def render_site(
     """Write every page of the site into the (new, empty) folder ``out``."""
     env = _environment()
     index = SiteIndex(index_models(records, cards), record_anchors(records))
+    index.colors = charts_mod.variant_colors(
+        [r["model"]["variant"] for r in records]
+        + [v.get("name") for c in cards for v in (c.get("variants") or []) if isinstance(v, dict) and v.get("name")]
+    )
     tabs = tab_data(records, index)
     nav = [{"title": t.tab.title, "href": t.tab.page, "slug": t.tab.slug, "cells": len(t.records)} for t in tabs]
     updated = max((r["timestamp"] for r in records), key=lambda t: timestamp_key({"timestamp": t}), default="")
-    common = {"site_title": title, "nav": nav, "updated": updated}
+    common = {"site_title": title, "nav": nav, "updated": human_date(updated) if updated else ""}
     n_charts = 0
     pages = 0
 
@@ -553,22 +625,27 @@ def render_site(
         pages += 1
 
     latest = latest_per_cell(records)
+    label = functools.partial(_label, index)
     for t in tabs:
         ctx = index.at("")
-        qfigs = _chart_figures(t.quality_groups, f"{t.tab.slug}-q", charts)
-        sfigs = _chart_figures(t.scaling_groups, f"{t.tab.slug}-s", charts)
-        n_charts += len(qfigs) + len(sfigs)
+        qfigs = _chart_figures(t.quality_groups, f"{t.tab.slug}-q", charts, index.colors)
+        sfigs = _chart_figures(t.scaling_groups, f"{t.tab.slug}-s", charts, index.colors)
+        ofigs = _chart_figures(t.overlay_groups, f"{t.tab.slug}-o", charts, index.colors)
+        n_charts += len(qfigs) + len(sfigs) + len(ofigs)
+        columns, rows = prune_columns(t.columns, build_rows(t.records, t.columns, ctx))
         page(
             "task.html",
             t.tab.page,
             "",
             tab=t,
             active=t.tab.slug,
-            columns=t.columns,
-            rows=build_rows(t.records, t.columns, ctx),
+            columns=columns,
+            rows=rows,
+            matrices=views.hardware_matrices(t.records, label),
             quality_figs=qfigs,
             scaling_figs=sfigs,
-            has_charts=charts and bool(qfigs or sfigs),
+            overlay_figs=ofigs,
+            has_charts=charts and bool(qfigs or sfigs or ofigs),
             charts_enabled=charts,
         )
 
@@ -580,19 +657,12 @@ def render_site(
         sections = []
         for slug, recs in by_tab.items():
             tab = tab_for(slug)
-            cols = [c for c in columns_for(tab, recs) if c.key != "model"]
-            sections.append(
-                {
-                    "tab": tab,
-                    "columns": cols,
-                    "rows": build_rows(_row_order(recs, tab), cols, ctx),
-                    "id": f"measured-{tab.slug}",
-                }
-            )
+            cols, rows = prune_columns(*_model_table(tab, recs, ctx))
+            sections.append({"tab": tab, "columns": cols, "rows": rows, "id": f"measured-{tab.slug}"})
         groups = charts_mod.scaling_groups(
             e.records, "latency", lambda r: r["model"]["variant"]
         ) + charts_mod.scaling_groups(e.records, "memory", lambda r: r["model"]["variant"])
-        figs = _chart_figures(groups, "model-s", charts)
+        figs = _chart_figures(groups, "model-s", charts, index.colors)
         n_charts += len(figs)
         latest_ids = {r["id"] for r in e.latest}
         prov = [
@@ -603,6 +673,7 @@ def render_site(
                 "dataset": dataset_name(r),
                 "superseded": r["id"] not in latest_ids,
                 "tab": tab_for(tab_of(r)).title,
+                "hardware": hardware_label(r),
             }
             for r in e.records
         ]
@@ -624,16 +695,23 @@ def render_site(
             has_charts=charts and bool(figs),
             charts_enabled=charts,
             provenance=prov,
-            devices=sorted({device_name(r) for r in e.latest}),
+            summary=views.model_summary(e.latest, e.card, {n: t.primary for n, t in TABS.items() if t.primary}),
+            weights_packages=_weights_packages(variants),
+            device_options=sorted({(device_name(r), hardware_label(r)) for r in e.latest}),
             precisions=sorted({r["settings"]["precision"] for r in e.latest}),
         )
 
+    rankings, paper_figs = _overview_rankings(index, tabs, charts)
+    n_charts += sum(len(f) for f in paper_figs.values())
     page(
         "index.html",
         "index.html",
         "",
         active="overview",
         tabs=tabs,
+        rankings=rankings,
+        paper_figs=paper_figs,
+        has_charts=charts and any(paper_figs.values()),
         columns=OVERVIEW_COLUMNS,
         rows=_overview_rows(index, tabs),
         n_records=len(records),

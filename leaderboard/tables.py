@@ -16,10 +16,14 @@ from glocal.leaderboard.data import (
     dataset_name,
     device_name,
     get,
+    hardware_label,
+    is_noisy,
     is_random,
     measured,
-    memory_value,
+    method_label,
+    noise,
     num,
+    options_label,
     quality,
     slugify,
 )
@@ -80,6 +84,7 @@ class Tab:
     pareto_by_resolution: bool = False  # restoration latency depends on the image size: compare like sizes
     core: bool = False  # shown even without records
     description: str = ""
+    throughput_unit: str = "img/s"
 
     @property
     def page(self) -> str:
@@ -90,7 +95,8 @@ def _tab(spec: TaskSpec) -> Tab:
     """A task's tab, read from the task specification (``glocal.taskspec``)."""
     return Tab(spec.name, spec.title, spec.primary_metric, spec.primary_label, spec.higher_is_better,
                resolution_label=spec.resolution_label, pareto_by_resolution=spec.per_megapixel,
-               core=spec.name in CORE_TABS, description=spec.description)
+               core=spec.name in CORE_TABS, description=spec.description,
+               throughput_unit=spec.throughput_unit)
 
 
 CORE_TABS = ("classification", "dehazing", "super_resolution", "structure")  # shown even without records
@@ -158,15 +164,24 @@ def _status_cell(record: dict) -> Cell | None:
 _MISSING = Cell("—", None, cls="missing", title="not measured")
 
 
-def measure_cell(path: str, fmt: Callable[[float], str] = fmt_sig) -> CellFn:
-    """A latency/memory/compute number (shown for random weights too)."""
+def noise_title(record: dict) -> str:
+    ratio = noise(record)
+    return f"noisy: the IQR is {ratio:.0%} of the median (> 10 %); kept out of rankings and Pareto fronts"
+
+
+def measure_cell(path: str, fmt: Callable[[float], str] = fmt_sig, *, timed: bool = False) -> CellFn:
+    """A latency/memory/compute number (shown for random weights too); ``timed`` numbers carry the noise mark."""
 
     def cell(record: dict, ctx: RowContext) -> Cell:
         bad = _status_cell(record)
         if bad:
             return bad
         v = measured(record, path)
-        return _MISSING if v is None else Cell(fmt(v), v)
+        if v is None:
+            return _MISSING
+        if timed and is_noisy(record):
+            return Cell(fmt(v), v, cls="noisy", title=noise_title(record))
+        return Cell(fmt(v), v)
 
     return cell
 
@@ -189,21 +204,6 @@ def metric_cell(path: str, fmt: Callable[[float], str], *, baseline: str | None 
     return cell
 
 
-def _memory(record: dict, ctx: RowContext) -> Cell:
-    bad = _status_cell(record)
-    if bad:
-        return bad
-    v, which = memory_value(record)
-    if v is None:
-        return _MISSING
-    return Cell(
-        fmt_sig(v),
-        v,
-        title="GPU peak allocated" if which == "peak_allocated" else "CPU peak RSS of the process",
-        cls="" if which == "peak_allocated" else "rss",
-    )
-
-
 def _model(record: dict, ctx: RowContext) -> Cell:
     name = ctx.display_name(record)
     return Cell(name, name.lower(), href=ctx.model_href(record), cls="model")
@@ -216,10 +216,12 @@ def _weights(record: dict, ctx: RowContext) -> Cell:
     return Cell(w["id"], w["id"].lower(), title=f"{w['source']}; sha256 {w.get('sha256') or 'unknown'}")
 
 
-def _text(fn: Callable[[dict], Any]) -> CellFn:
+def _text(fn: Callable[[dict], Any], empty: Cell | None = None) -> CellFn:
     def cell(record: dict, ctx: RowContext) -> Cell:
         v = fn(record)
         text = "" if v is None else str(v)
+        if not text:
+            return empty or _MISSING
         return Cell(text, text.lower())
 
     return cell
@@ -272,64 +274,55 @@ def _interval(path: str) -> CellFn:
     return cell
 
 
+_BASE = Cell("base model", None, cls="missing", title="no efficiency method applied")
+
+
 def _lead_columns(tab: Tab) -> list[Column]:
     return [
         Column("model", "Model", _model, "text", "model family (links to its card, provenance and commands)"),
         Column("variant", "Variant", _text(lambda r: r["model"]["variant"]), "text"),
-        Column("weights", "Weights", _weights, "text", "weights id; random weights never show quality"),
+        Column("method", "Method", _text(method_label, _BASE), "text", "efficiency method applied, and its parameters"),
+        Column("options", "Options", _text(options_label), "text", "task options of the run"),
         Column("dataset", "Dataset", _text(dataset_name), "text", "what was scored"),
-        Column("device", "Hardware", _text(device_name), "text", "environment.device_name"),
+        Column("device", "Hardware", _text(hardware_label), "text", "device, with the threads used on CPUs"),
         Column("precision", "Precision", _text(lambda r: r["settings"]["precision"]), "text"),
         Column("batch", "Batch", _int(lambda r: r["settings"]["batch_size"])),
-        Column("resolution", "Res.", _int(lambda r: r["settings"]["resolution"]), help=tab.resolution_label),
+        Column("resolution", "Res. (px)", _int(lambda r: r["settings"]["resolution"]), help=tab.resolution_label),
     ]
 
 
-def _latency_columns(*, per_mp: bool = False) -> list[Column]:
+def _latency_columns(tab: Tab, *, per_mp: bool = False) -> list[Column]:
     cols = [
-        Column(
-            "latency",
-            "Latency (ms)",
-            measure_cell("latency.median"),
-            help="median latency of one forward at the batch shown, in ms",
-        ),
-        Column("p90", "p90 (ms)", measure_cell("latency.p90"), help="90th percentile latency, ms"),
+        Column("latency", "Latency (ms)", measure_cell("latency.median", timed=True),
+               help="median latency of one forward at the batch shown, ms; ≈ marks a noisy measurement"),
+        Column("p90", "p90 (ms)", measure_cell("latency.p90", timed=True), help="90th percentile latency, ms"),
     ]
     if per_mp:
-        cols.append(
-            Column(
-                "ms_per_mp",
-                "ms/MP",
-                measure_cell("latency.ms_per_megapixel"),
-                help="median latency per output megapixel",
-            )
-        )
+        cols.append(Column("ms_per_mp", "Latency (ms/MP)", measure_cell("latency.ms_per_megapixel", timed=True),
+                           help="median latency per output megapixel"))
     else:
-        cols.append(
-            Column(
-                "throughput",
-                "Throughput",
-                measure_cell("latency.throughput"),
-                help="samples per second at the batch shown",
-                first="desc",
-            )
-        )
+        cols.append(Column("throughput", f"Throughput ({tab.throughput_unit})",
+                           measure_cell("latency.throughput", timed=True),
+                           help=f"{tab.throughput_unit} at the batch shown", first="desc"))
     cols += [
-        Column(
-            "memory",
-            "Peak mem (MiB)",
-            _memory,
-            help="GPU peak allocated memory (or CPU peak RSS where no GPU), MiB",
-        ),
-        Column(
-            "gmacs",
-            "GMACs",
-            measure_cell("compute.gmacs"),
-            help="multiply-adds at batch 1 at this resolution (FLOPs / 2), billions",
-        ),
+        Column("gpu_alloc", "GPU peak alloc. (MiB)", measure_cell("memory.peak_allocated"),
+               help="peak memory allocated by tensors on the GPU, MiB"),
+        Column("gpu_reserved", "GPU reserved (MiB)", measure_cell("memory.peak_reserved"),
+               help="peak memory reserved by the caching allocator on the GPU, MiB"),
+        Column("cpu_rss", "CPU peak RSS (MiB)", measure_cell("memory.cpu_peak_rss"),
+               help="peak resident memory of the whole process on the CPU, MiB"),
+        Column("gmacs", "Compute (GMACs)", measure_cell("compute.gmacs"),
+               help="multiply-adds at batch 1 at this resolution (FLOPs / 2), billions"),
         Column("params", "Params (M)", _params, help="parameter count, millions"),
     ]
     return cols
+
+
+def _workload_columns(records: Sequence[dict]) -> list[Column]:
+    """One column per numeric workload descriptor found in the records (tokens, attention GMACs...)."""
+    keys = sorted({k for r in records for k, v in (r.get("workload") or {}).items() if num(v) is not None})[:6]
+    return [Column(f"w-{k}", k.replace("_", " "), measure_cell(f"workload.{k}"), help=f"workload.{k} of the run")
+            for k in keys]
 
 
 def _tail_columns(tab: Tab) -> list[Column]:
@@ -338,7 +331,10 @@ def _tail_columns(tab: Tab) -> list[Column]:
         if tab.primary
         else []
     )
-    return cols + [Column("record", "Record", _record, "text", "record id: provenance and reproduce command")]
+    return cols + [
+        Column("weights", "Weights", _weights, "text", "weights id; random weights never show quality"),
+        Column("record", "Record", _record, "text", "record id: provenance and reproduce command"),
+    ]
 
 
 def columns_for(tab: Tab, records: Sequence[dict] = ()) -> list[Column]:
@@ -349,7 +345,7 @@ def columns_for(tab: Tab, records: Sequence[dict] = ()) -> list[Column]:
             Column("top1", "Top-1 (%)", metric_cell("top1", lambda v: fmt_fixed(v, 2)), first="desc"),
             Column("top5", "Top-5 (%)", metric_cell("top5", lambda v: fmt_fixed(v, 2)), first="desc"),
         ]
-        return lead + mid + _latency_columns() + _tail_columns(tab)
+        return lead + mid + _latency_columns(tab) + _workload_columns(records) + _tail_columns(tab)
     if tab.slug in ("dehazing", "super_resolution"):
         base = "hazy input" if tab.slug == "dehazing" else "bicubic"
         mid = [
@@ -363,7 +359,7 @@ def columns_for(tab: Tab, records: Sequence[dict] = ()) -> list[Column]:
                 first="desc",
             ),
         ]
-        return lead + mid + _latency_columns(per_mp=True) + _tail_columns(tab)
+        return lead + mid + _latency_columns(tab, per_mp=True) + _workload_columns(records) + _tail_columns(tab)
     if tab.slug == "structure":
         s = "structure_sensitivity"
         mid = [
@@ -389,22 +385,56 @@ def columns_for(tab: Tab, records: Sequence[dict] = ()) -> list[Column]:
                 help="accuracy of a local-patch observer on the same trials (local-only control)",
             ),
         ]
-        lat = [c for c in _latency_columns() if c.key in ("latency", "params")]
+        lat = [c for c in _latency_columns(tab) if c.key in ("latency", "params")]
         return lead + mid + lat + _tail_columns(tab)
     keys = sorted({k for r in records for k, v in (r.get("metrics") or {}).items() if num(v) is not None})[:8]
     mid = [Column(f"m-{k}", k, metric_cell(k, fmt_sig)) for k in keys]
-    return lead + mid + _latency_columns() + _tail_columns(tab)
+    return lead + mid + _latency_columns(tab) + _workload_columns(records) + _tail_columns(tab)
 
 
 def build_rows(records: Sequence[dict], columns: Sequence[Column], ctx: RowContext) -> list[Row]:
     """Table rows in the given record order."""
     rows = []
     for r in records:
-        classes = [f"row-{r['status']}"] + (["row-random"] if is_random(r) else [])
+        classes = [f"row-{r['status']}"] + (["row-random"] if is_random(r) else []) + (
+            ["row-noisy"] if is_noisy(r) else [])
         rows.append(Row(r, [c.value(r, ctx) for c in columns], device_name(r), r["settings"]["precision"], classes))
     return rows
+
+
+def has_value(cell: Cell) -> bool:
+    """Whether a cell shows a value rather than a dash, a placeholder or a run status (a failed run's status
+    keeps only the latency column); the page script applies the same rule to the rows left after filtering."""
+    return cell.text not in ("", "—") and not {"missing", "random", "st"} & set(cell.cls.split())
+
+
+def _keeps(column: Column, cell: Cell) -> bool:
+    return has_value(cell) or (column.key == "latency" and cell.cls.startswith("st "))
+
+
+def prune_columns(columns: Sequence[Column], rows: Sequence[Row]) -> tuple[list[Column], list[Row]]:
+    """Only the columns with a value in at least one row (the model column always stays)."""
+    keep = [i for i, c in enumerate(columns) if c.key == "model" or any(_keeps(c, r.cells[i]) for r in rows)]
+    cols = [columns[i] for i in keep]
+    return cols, [Row(r.record, [r.cells[i] for i in keep], r.device, r.precision, r.classes) for r in rows]
 
 
 def primary_value(tab: Tab, record: dict) -> float | None:
     """The tab's primary quality metric of a record (None for random weights or failed runs)."""
     return quality(record, tab.primary) if tab.primary else None
+
+
+def rank_records(records: Sequence[dict], value: Callable[[dict], float | None], *, higher_is_better: bool,
+                 include_noisy: bool = False) -> list[tuple[int | None, dict]]:
+    """Records in rank order with their rank (1 = best); records without a value, and noisy ones unless
+    ``include_noisy``, come last without a rank. Equal values share a rank."""
+    ranked, rest = [], []
+    for r in records:
+        v = value(r)
+        (ranked if v is not None and (include_noisy or not is_noisy(r)) else rest).append((v, r))
+    ranked.sort(key=lambda vr: -vr[0] if higher_is_better else vr[0])
+    out: list[tuple[int | None, dict]] = []
+    for i, (v, r) in enumerate(ranked):
+        same = i > 0 and ranked[i - 1][0] == v
+        out.append((out[-1][0] if same else i + 1, r))
+    return out + [(None, r) for _, r in rest]

@@ -7,6 +7,7 @@ import html.parser
 import itertools
 import json
 import random
+import re
 import sys
 import threading
 import urllib.error
@@ -14,18 +15,20 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest_browser import (
+from leaderboard_samples import (
     A100,
     H100,
     XSS_FAMILY,
     XSS_NAME,
     XSS_NOTE,
+    cards_as_json,
     make_record,
+    sample_card_dicts,
     sample_cards,
     sample_records,
 )
 
-from glocal.leaderboard import charts, data, site, tables
+from glocal.leaderboard import charts, data, site, tables, views
 from glocal.leaderboard.charts import pareto_front
 from glocal.leaderboard.data import RecordError
 from glocal.leaderboard.site import SiteError, build_site, make_server, safe_url, script_json
@@ -240,6 +243,108 @@ def test_table_cells_show_status_and_hide_random_quality():
     assert rows[2].classes == ["row-oom"] and rows[1].classes == ["row-ok", "row-random"]
 
 
+def test_stored_sample_cards_equal_the_built_ones():
+    # the browser tests read the cards from this file (no torch import); it must not drift from the dataclasses
+    assert sample_card_dicts() == cards_as_json(sample_cards())
+
+
+def test_noise_hardware_method_and_date_labels():
+    clean = make_record("gcvit", "gcvit_tiny", latency=5.0)
+    noisy = make_record("gcvit", "gcvit_tiny", latency=5.0, noise=0.59)
+    edge = make_record("gcvit", "gcvit_tiny", latency=5.0, noise=0.10)
+    assert data.noise(noisy) == 0.59 and data.is_noisy(noisy) and not data.is_noisy(edge) and not data.is_noisy(clean)
+    del noisy["latency"]["iqr_over_median"]  # older records: from the samples (quartiles 4 and 8 around 6)
+    noisy["latency"]["samples"] = [2.0, 4.0, 6.0, 8.0] * 5
+    assert data.noise(noisy) == pytest.approx(4.0 / 6.0) and data.is_noisy(noisy)
+    cpu = make_record("dit", "dit_s", device="CPU: AMD EPYC", threads=2, latency=900.0)
+    one = make_record("dit", "dit_s", device="CPU: AMD EPYC", threads=1, latency=900.0)
+    assert data.hardware_label(cpu) == "CPU: AMD EPYC · 2 threads" and data.hardware_label(one).endswith("1 thread")
+    assert data.hardware_label(clean) == H100
+    m = make_record("dit", "dit_s", method={"name": "dimap", "params": {"ratio": 0.35, "a": 1}},
+                    task_options={"steps": 4, "attention": "dense"})
+    assert data.method_label(m) == "dimap (a=1, ratio=0.35)" and data.method_label(clean) == ""
+    assert data.options_label(m) == "attention=dense, steps=4" and data.options_label(clean) == ""
+    assert data.human_date("2026-11-24T07:57:43+00:00") == "24 Nov 2026, 07:57 UTC"
+    assert data.human_date("2026-08-01T01:00:00+01:00") == "1 Aug 2026, 00:00 UTC"
+    assert data.human_date("yesterday") == "yesterday"
+    cell = tables.measure_cell("latency.median", timed=True)(make_record("a", "b", latency=5.0, noise=0.59), _Ctx())
+    assert cell.cls == "noisy" and "IQR is 59% of the median" in cell.title
+
+
+def test_rank_records_leaves_noisy_and_missing_unranked():
+    recs = [make_record("m", v, latency=lat, noise=n) for v, lat, n in
+            (("a", 3.0, 0.0), ("b", 1.0, 0.5), ("c", 2.0, 0.0), ("d", 2.0, 0.0), ("e", None, 0.0))]
+    lat = lambda r: data.measured(r, "latency.median")  # noqa: E731
+    got = [(rank, r["model"]["variant"]) for rank, r in tables.rank_records(recs, lat, higher_is_better=False)]
+    assert got == [(1, "c"), (1, "d"), (3, "a"), (None, "b"), (None, "e")]
+    got = [(rank, r["model"]["variant"]) for rank, r in
+           tables.rank_records(recs, lat, higher_is_better=False, include_noisy=True)]
+    assert got == [(1, "b"), (2, "c"), (2, "d"), (4, "a"), (None, "e")]
+    got = [r["model"]["variant"] for _, r in tables.rank_records(recs, lat, higher_is_better=True)]
+    assert got[:3] == ["a", "c", "d"]
+
+
+def test_overview_rankings_from_the_samples():
+    latest = data.latest_per_cell(sample_records())
+    cls = [r for r in latest if data.tab_of(r) == "classification"]
+    cards = {c["family"]: c for c in sample_cards()}
+    tab = tables.TABS["classification"]
+    card_of = lambda r: cards.get(r["model"]["family"])  # noqa: E731
+    eff = views.efficiency_ranking(cls, tab, card_of, _label)
+    # the most widely measured setting first: H100 bf16 batch 1 at 224 px
+    assert eff.settings[0] == (f"{H100}|bf16|1|224", f"{H100} · bf16 · batch 1 · 224 px")
+    first = [row for row in eff.rows if row.setting == eff.settings[0][0]]
+    assert [(row.rank, row.record["model"]["variant"]) for row in first] == [
+        (1, "gcvit_xxtiny"), (2, "dinat_mini"), (3, "gcvit_tiny"), (4, "xss_tiny"), (None, "dinat_tiny")]
+    assert first[-1].noisy and first[-1].cells["latency"][2] == "noisy"
+    # paper-reported top-1 beside the measured latency, from the card, labelled as the paper's
+    assert first[0].cells["paper"][:2] == ("79.90", 79.9)
+    assert dict((k, label) for k, label, _ in eff.columns)["paper"] == "Top-1 (%) (paper)"
+    assert first[2].cells["paper"][1] == 83.5
+    q = views.quality_ranking(cls, tab, card_of, _label)
+    assert [(row.rank, row.record["model"]["variant"]) for row in q.rows] == [
+        (1, "gcvit_tiny"), (2, "dinat_tiny"), (3, "dinat_mini"), (4, "gcvit_xxtiny"), (5, "xss_tiny")]
+    assert all(row.record["weights"]["source"] != "random" for row in q.rows)
+    assert q.rows[0].cells["quality"][1] == 83.4 and q.rows[0].cells["paper"][1] == 83.5
+    defaults = views.device_defaults(views.ranking_settings(cls))
+    assert defaults[H100] == ("bf16", 1, 224) and defaults[A100] == ("fp32", 1, 224)
+    groups = charts.paper_groups(cls, tab, defaults, lambda r: views.paper_value(card_of(r), r["model"]["variant"],
+                                                                                 "top1"), _label)
+    assert [g.device for g in groups] == [A100, H100]  # one chart per device, at its default setting
+    g = groups[1]
+    assert "paper-reported" in g.y_title and "measured here" in g.x_title
+    assert sorted((p["variant"], p["quality"], p["noisy"]) for p in g.points) == [
+        ("dinat_mini", 81.8, False), ("dinat_tiny", 82.7, True), ("gcvit_tiny", 83.5, False),
+        ("gcvit_xxtiny", 79.9, False)]
+
+
+def test_hardware_matrix_and_model_summary():
+    latest = data.latest_per_cell(sample_records())
+    gen = [r for r in latest if data.tab_of(r) == "generation"]
+    (m,) = views.hardware_matrices(gen, _label)
+    assert m.setting == ("fp32", 1, 256) and m.reference == "CPU: AMD EPYC"
+    assert m.devices == [("CPU: AMD EPYC", "CPU: AMD EPYC · 2 threads"), (H100, H100)]
+    rows = {r["variant"]: r["cells"] for r in m.rows}
+    assert rows["dit_s"][1]["speedup"] == "×45.0" and rows["dit_s"][1]["speedup_sort"] == 45.0
+    assert rows["dit_b"][0]["noisy"] and rows["dit_b"][1]["speedup"] == f"×{1600 / 35:.1f}"
+    assert rows["dit_b"][1]["speedup_noisy"] and not rows["dit_s"][1]["speedup_noisy"]  # from a noisy CPU latency
+    summary = views.model_summary([r for r in latest if r["model"]["family"] == "gcvit"],
+                                  {c["family"]: c for c in sample_cards()}["gcvit"], {"classification": "top1"})
+    assert [d for d, _ in summary["devices"]] == [A100, H100]
+    tiny = next(r for r in summary["rows"] if r["variant"] == "gcvit_tiny")
+    assert tiny["params"] == "28.22" and "top1 83.5 (ImageNet-1K)" in tiny["paper"]
+    assert "top1 83.40 (imagenet)" in tiny["measured"]
+    assert tiny["devices"][1]["latency"]["text"] == "5.00" and not tiny["devices"][1]["latency"]["noisy"]
+
+
+def test_noisy_points_never_make_the_frontier():
+    fast_noisy = make_record("gcvit", "gcvit_fast", metrics={"top1": 90.0}, latency=1.0, noise=0.3)
+    slow = make_record("gcvit", "gcvit_slow", metrics={"top1": 80.0}, latency=5.0)
+    (g,) = charts.quality_groups([fast_noisy, slow], tables.TABS["classification"], _label)
+    flags = {p["variant"]: (p["pareto"], p["noisy"]) for p in g.points}
+    assert flags == {"gcvit_fast": (False, True), "gcvit_slow": (True, False)}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # chart data
 
@@ -309,8 +414,14 @@ def test_chart_specs_are_valid_vega_lite():
     values = spec["data"]["values"] if "values" in spec.get("data", {}) else next(iter(spec["datasets"].values()))
     assert len(values) == 5 and sum(v["pareto"] for v in values) == 3
     s = charts.scaling_groups(latest, "latency", _label)[0]
-    sspec = charts.scaling_spec(s, validate=True)
-    assert sspec["encoding"]["x"]["scale"]["type"] == "log" and sspec["encoding"]["y"]["scale"]["type"] == "log"
+    colors = charts.variant_colors(["a_variant_not_drawn"] + [r["model"]["variant"] for r in latest])
+    sspec = charts.scaling_spec(s, colors, validate=True)
+    lines, dots = sspec["layer"]
+    assert lines["encoding"]["x"]["scale"]["type"] == "log" and lines["encoding"]["y"]["scale"]["type"] == "log"
+    scale = lines["encoding"]["color"]["scale"]
+    assert scale["range"] == [colors[v] for v in scale["domain"]] and "a_variant_not_drawn" not in scale["domain"]
+    assert dots["encoding"]["color"]["scale"] == scale  # the points take the lines' colours
+    assert sspec["width"] == "container" and sspec["autosize"]["type"] == "fit-x"  # fits a phone
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -355,24 +466,27 @@ def built(tmp_path_factory):
 
 def test_build_writes_every_page(built):
     out, summary = built
-    assert summary.records == 21 and summary.cells == 20 and summary.models == 6
-    assert summary.tabs == ["classification", "dehazing", "super_resolution", "structure"]
+    assert summary.records == 27 and summary.cells == 26 and summary.models == 7
+    # generation has no per-task code in the site: its tab comes from the task specification
+    assert summary.tabs == ["classification", "dehazing", "super_resolution", "structure", "generation"]
     pages = sorted(str(p.relative_to(out)) for p in out.rglob("*.html"))
     assert pages == [
         "index.html",
         "models/dea-net.html",
         "models/dinat.html",
+        "models/dit.html",
         "models/gcvit.html",
         "models/rgt.html",
         "models/swin-unused.html",
         "models/xss-img-src-x-onerror-alert-1.html",
         "task-classification.html",
         "task-dehazing.html",
+        "task-generation.html",
         "task-structure.html",
         "task-super_resolution.html",
     ]
     assert (out / site.MARKER).is_file() and (out / "assets" / "vega.js").stat().st_size > 100_000
-    assert len(json.loads((out / "data" / "records.json").read_text())) == 21
+    assert len(json.loads((out / "data" / "records.json").read_text())) == 27
 
 
 def test_markup_in_names_and_notes_is_text(built):
@@ -439,6 +553,45 @@ def test_task_tables_rows_and_states(built):
     assert "error" in sr and "32.80" in sr and "+4.40" in sr  # PSNR gain over bicubic
     st = "".join(_parse(out / "task-structure.html").text)
     assert "0.620" in st and "0.580–0.660" in st and "0.350" in st
+
+
+def _headers(path: Path, table: str = "results") -> list[str]:
+    raw = path.read_text()
+    part = raw[raw.index(f'id="{table}"') : raw.index("</thead>", raw.index(f'id="{table}"'))]
+    return [h.split("<")[0] for h in part.split('<button type="button">')[1:]]
+
+
+def test_columns_only_where_values_exist_memory_split_and_methods(built):
+    out, _ = built
+    cls = _headers(out / "task-classification.html")
+    assert "Method" not in cls and "Options" not in cls and "CPU peak RSS (MiB)" not in cls
+    assert {"Top-1 (%)", "GPU peak alloc. (MiB)", "GPU reserved (MiB)", "Throughput (img/s)", "Res. (px)"} <= set(cls)
+    gen_page = out / "task-generation.html"
+    gen = _headers(gen_page)
+    assert {"Method", "Options", "GPU peak alloc. (MiB)", "CPU peak RSS (MiB)", "tokens", "attention gmacs",
+            "Throughput (steps/s)"} <= set(gen)
+    assert "Dataset" not in gen and "Pareto" not in gen and "CLIP score" not in gen
+    text = "".join(_parse(gen_page).text)
+    assert "CPU: AMD EPYC · 2 threads" in text and "dimap (ratio=0.35)" in text and "steps=4" in text
+    # the method's row right after its base model's row
+    raw = gen_page.read_text()
+    body = raw[raw.index('id="results"'):raw.index("</table>", raw.index('id="results"'))]
+    rows = body.split("<tr data-row")[1:]
+    assert len(rows) == 6
+    dimap = next(i for i, r in enumerate(rows) if "dimap (ratio=0.35)" in r)
+    assert "base model" in rows[dimap - 1] and "steps=4" in rows[dimap - 1] and "steps=4" in rows[dimap]
+    assert "Hardware comparison" in text and "×45.0" in text
+
+
+def test_pages_show_no_null_and_readable_dates(built):
+    out, _ = built
+    for page in out.rglob("*.html"):
+        text = "".join(_parse(page).text)
+        assert "null" not in text.split(), page
+        shown = re.sub(r"\(\d{4}-\d\d-\d\dT[^)]*\)", "", text)  # the raw time only beside the readable one
+        assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:", shown), page
+    gcvit = "".join(_parse(out / "models" / "gcvit.html").text)
+    assert "20 Aug 2026, 10:00 UTC" in gcvit and "— (not set)" in gcvit
 
 
 def test_model_page_keeps_paper_values_apart_and_shows_provenance(built):
@@ -577,7 +730,7 @@ def test_cli_build_from_published_and_exports(cli, tmp_path):
     out = tmp_path / "out"
     res = runner.invoke(mod.leaderboard_app, ["build", "--out", str(out), "--results", str(export), "--no-charts"])
     assert res.exit_code == 0, res.output
-    assert f"built {out}: 11 pages, 20 cells from 21 records, 6 models, 0 charts" in res.stdout
+    assert f"built {out}: 13 pages, 26 cells from 27 records, 7 models, 0 charts" in res.stdout
     assert [r["id"] for r in json.loads((out / "data" / "records.json").read_text())] == [r["id"] for r in recs]
     only = ["build", "--out", str(tmp_path / "only"), "--no-published", "--no-charts"]
     res = runner.invoke(mod.leaderboard_app, only)

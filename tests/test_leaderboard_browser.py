@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest_browser import A100, H100, XSS_NAME, XSS_NOTE, sample_cards, sample_records
+from leaderboard_samples import A100, H100, XSS_NAME, XSS_NOTE, sample_card_dicts, sample_records
 
 from glocal.leaderboard import charts, data, tables
 from glocal.leaderboard.site import build_site, make_server
@@ -56,7 +56,7 @@ def browser(tmp_path_factory):
         executable_path=chromium,
         headless=True,
         args=CHROMIUM_ARGS,
-        viewport={"width": 1400, "height": 900},
+        viewport={"width": 1440, "height": 900},
     )
     context.set_default_timeout(TIMEOUT_MS)
     yield context
@@ -68,7 +68,7 @@ def browser(tmp_path_factory):
 def site_dir(tmp_path_factory):
     pytest.importorskip("altair")
     out = tmp_path_factory.mktemp("lb-browser") / "site"
-    build_site(sample_records(), sample_cards(), out)
+    build_site(sample_records(), sample_card_dicts(), out)
     return out
 
 
@@ -182,13 +182,14 @@ def _wait_charts(page) -> int:
 def test_overview_lists_models_and_tabs(page, base_url, artifacts):
     p, mon = page
     _open(p, base_url + "index.html")
-    assert _visible_rows(p, "#models").count() == 6
+    assert _visible_rows(p, "#models").count() == 7
     assert p.locator("nav.tabs a").all_inner_texts() == [
         "Overview",
         "Classification 15",
         "Dehazing 2",
         "Super-resolution 2",
         "Structure sensitivity 1",
+        "Generation 6",
     ]
     assert p.locator("#models a", has_text=XSS_NAME).count() == 1  # the markup is text
     assert p.locator("img").count() == 0
@@ -224,7 +225,7 @@ def test_sorting_a_column_matches_python(page, base_url):
     p.click("th[data-key='top1'] button")
     top1 = [float(v) for v in _column_values(p, "Top-1 (%)") if v is not None]
     assert top1 == sorted((data.quality(r, "top1") for r in recs if data.quality(r, "top1") is not None), reverse=True)
-    assert p.locator("#results tbody tr[data-row] td:nth-child(9)").first.inner_text() == "83.40"
+    assert p.locator("#results tbody tr[data-row] td[data-col='top1']").first.inner_text() == "83.40"
     mon.assert_clean()
 
 
@@ -331,7 +332,8 @@ def test_model_page_from_a_record_link(page, base_url, artifacts):
     assert p.get_attribute("a.arxiv", "href") == "https://arxiv.org/abs/2206.09959"
     paper = p.locator("#paper-metrics")
     assert "83.5" in paper.inner_text() and "83.40" not in paper.inner_text()
-    assert "83.40" in p.locator("#measured-classification").inner_text()
+    assert "83.40" in p.locator("#measured-classification").text_content()  # in the collapsed rows
+    assert p.locator("#summary").is_visible() and "83.5" in p.locator("#summary").inner_text()
     p.screenshot(path=str(artifacts / "model-gcvit.png"), full_page=True)
 
     # back to the table through the crumbs, then another model by its name
@@ -365,6 +367,7 @@ def test_markup_in_names_is_shown_as_text(page, base_url, artifacts):
     p.wait_for_url("**/models/xss-*.html")
     p.wait_for_selector("html[data-ready='1']")
     assert p.locator("h1").inner_text() == XSS_NAME
+    p.locator("details#records > summary").click()
     p.locator("details.record summary").first.click()
     assert XSS_NOTE in p.locator("ul.notes").inner_text()
     assert p.locator("img, u").count() == 0
@@ -387,7 +390,7 @@ def test_random_weights_and_failed_runs(page, base_url):
     cells = dict(
         zip(p.locator("#results thead th").all_inner_texts(), oom.locator("td").all_inner_texts(), strict=True)
     )
-    assert cells["Latency (ms)"] == "OOM" and cells["Peak mem (MiB)"] == "OOM" and cells["Res."] == "2048"
+    assert cells["Latency (ms)"] == "OOM" and cells["GPU peak alloc. (MiB)"] == "OOM" and cells["Res. (px)"] == "2048"
     assert "out of memory" in oom.locator("td.st-oom").first.get_attribute("title")
     mon.assert_clean()
 
@@ -397,7 +400,7 @@ def test_site_works_from_file_urls(browser, site_dir, artifacts):
     mon = Monitor(p, allow_file=True)
     try:
         _open(p, (site_dir / "index.html").as_uri())
-        assert _visible_rows(p, "#models").count() == 6
+        assert _visible_rows(p, "#models").count() == 7
         p.screenshot(path=str(artifacts / "overview-file.png"), full_page=True)
         p.click("nav a[data-tab='classification']")
         p.wait_for_url("**/task-classification.html")
@@ -423,3 +426,158 @@ def test_content_security_policy_blocks_injected_scripts(browser, base_url):
         p.close()
     assert len(mon.errors) == 1 and "Content Security Policy" in mon.errors[0]
     assert mon.foreign_requests() == []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reading the site: phones, sticky headers, downloads, noise, colours
+
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1440, "height": 900}
+
+
+def _page_scroll_width(page) -> int:
+    return page.evaluate("Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)")
+
+
+def test_phone_layout_and_screenshots_at_both_widths(page, base_url, artifacts):
+    p, mon = page
+    for size, name in ((DESKTOP, "1440"), (PHONE, "390")):
+        p.set_viewport_size(size)
+        for path, shot in (("index.html", "overview"), ("task-classification.html", "classification")):
+            _open(p, base_url + path)
+            _wait_charts(p)
+            assert _page_scroll_width(p) <= size["width"], (path, name)  # the page never scrolls sideways
+            p.screenshot(path=str(artifacts / f"{shot}-{name}.png"), full_page=True)
+    # on a phone the table scrolls inside its box and the model column stays pinned at its left edge
+    wrap = p.locator("#results").locator("xpath=..")
+    left = wrap.bounding_box()["x"]
+    wrap.evaluate("el => { el.scrollLeft = 400; }")
+    assert wrap.evaluate("el => el.scrollLeft") > 0
+    cell = p.locator("#results tbody tr[data-row] td.model").first
+    assert abs(cell.bounding_box()["x"] - left) <= 2 and cell.is_visible()
+    mon.assert_clean()
+
+
+def test_headers_stay_visible_when_a_long_table_scrolls(page, base_url):
+    p, mon = page
+    p.set_viewport_size({"width": 1440, "height": 360})
+    _open(p, base_url + "task-classification.html")
+    wrap = p.locator("#results").locator("xpath=..")
+    assert wrap.evaluate("el => el.scrollHeight > el.clientHeight + 100")  # long enough to scroll
+    wrap.scroll_into_view_if_needed()
+    wrap.evaluate("el => { el.scrollTop = 250; }")
+    top = wrap.bounding_box()["y"]
+    th = p.locator("#results thead th[data-key='latency']")
+    assert abs(th.bounding_box()["y"] - top) <= 2  # still at the top of the scrolled box
+    first = _visible_rows(p).first
+    assert first.bounding_box()["y"] < top  # while the first rows went up out of view
+    hit = p.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('th') !== null",
+                     [th.bounding_box()["x"] + 5, top + 5])
+    assert hit  # the header is on top, not hidden under the rows
+    mon.assert_clean()
+
+
+def _shown_table(page, table: str) -> list[list[str]]:
+    return page.evaluate(
+        """(sel) => {
+            const t = document.querySelector(sel);
+            const cols = [...t.tHead.rows[0].cells].map((th, i) => th.hidden ? -1 : i).filter(i => i >= 0);
+            const head = cols.map(i => t.tHead.rows[0].cells[i].textContent.trim());
+            const rows = [...t.tBodies[0].rows].filter(tr => tr.hasAttribute('data-row') && !tr.hidden)
+                .map(tr => cols.map(i => tr.cells[i].textContent.trim()));
+            return [head, ...rows];
+        }""",
+        table,
+    )
+
+
+def test_csv_and_json_downloads_equal_the_rows_shown(page, base_url, tmp_path):
+    import csv
+    import json
+
+    p, mon = page
+    _open(p, base_url + "task-classification.html")
+    p.select_option("select[data-filter='device']", A100)
+    p.click("th[data-key='latency'] button")
+    shown = _shown_table(p, "#results")
+    assert len(shown) == 4 and "Top-1 (%)" in shown[0]
+    with p.expect_download() as dl:
+        p.click("button[data-download='csv'][data-table='results']")
+    path = tmp_path / "view.csv"
+    dl.value.save_as(path)
+    assert list(csv.reader(path.open(encoding="utf-8", newline=""))) == shown
+    with p.expect_download() as dl:
+        p.click("button[data-download='json'][data-table='results']")
+    dl.value.save_as(tmp_path / "view.json")
+    rows = json.loads((tmp_path / "view.json").read_text())
+    assert [r["variant"] for r in rows] == [row[shown[0].index("Variant")] for row in shown[1:]]
+    # the view has a stable URL: opened afresh it shows the same rows in the same order
+    link = p.get_attribute("a[data-view-link]", "href")
+    assert "device=" in link and "sort-results=latency" in link
+    _open(p, base_url + link)
+    assert _shown_table(p, "#results") == shown
+    mon.assert_clean()
+
+
+def test_noisy_cells_are_marked_and_kept_out_of_the_ranking(page, base_url):
+    p, mon = page
+    _open(p, base_url + "index.html")
+    table = "#rank-classification-efficiency"
+    rows = p.locator(f"{table} tbody tr[data-row]:not([hidden])")
+    ranks = dict(zip(rows.locator("td[data-col='variant']").all_inner_texts(),
+                     rows.locator("td[data-col='rank']").all_inner_texts(), strict=True))
+    assert ranks == {"gcvit_xxtiny": "1", "dinat_mini": "2", "gcvit_tiny": "3", "xss_tiny": "4", "dinat_tiny": "—"}
+    noisy = p.locator(f"{table} tr[data-noisy]:not([hidden]) td[data-col='latency']")
+    assert noisy.count() == 1 and "noisy" in noisy.get_attribute("class")
+    assert noisy.evaluate("td => getComputedStyle(td, '::after').content") == '"≈"'
+    assert "IQR is 40% of the median" in noisy.get_attribute("title")
+    p.check("input[data-filter='noisy']")  # the visitor asks for noisy measurements too
+    ranks = dict(zip(rows.locator("td[data-col='variant']").all_inner_texts(),
+                     rows.locator("td[data-col='rank']").all_inner_texts(), strict=True))
+    assert ranks["dinat_tiny"] == "4" and ranks["xss_tiny"] == "5" and "noisy=1" in p.url
+    # on the task page the same measurement is hollow in the chart and off the Pareto front
+    _open(p, base_url + "task-classification.html")
+    _wait_charts(p)
+    fig = p.locator("figure.chart[data-chart='quality'][data-device='" + H100 + "']")
+    point = fig.locator("g.points_marks path[aria-label*='dinat_tiny']")
+    assert point.count() == 1 and point.get_attribute("fill-opacity") == "0"
+    mon.assert_clean()
+
+
+def _colours(page) -> dict[str, set[str]]:
+    """variant -> the colours of its marks in every chart drawn on the page."""
+    return page.evaluate(
+        """() => {
+            const out = {};
+            const marks = 'figure.chart g.points_marks path, figure.chart g.dots_marks path';
+            for (const el of document.querySelectorAll(marks)) {
+                const m = /variant: ([^;]+)/.exec(el.getAttribute('aria-label') || '');
+                if (!m) continue;
+                (out[m[1].trim()] ||= []).push(el.getAttribute('stroke'));
+            }
+            return out;
+        }"""
+    )
+
+
+def test_a_variant_has_one_colour_in_every_chart(page, base_url):
+    p, mon = page
+    seen: dict[str, set[str]] = {}
+    charts_seen = 0
+    for path in ("index.html", "task-classification.html", "models/gcvit.html", "task-generation.html"):
+        _open(p, base_url + path)
+        charts_seen += _wait_charts(p)
+        for variant, colours in _colours(p).items():
+            seen.setdefault(variant, set()).update(colours)
+    assert charts_seen >= 8 and {"gcvit_tiny", "dinat_mini", "gcvit_xxtiny"} <= set(seen)
+    assert {v: c for v, c in seen.items() if len(c) != 1} == {}
+    assert len({next(iter(c)) for c in seen.values()}) == len(seen)  # and no two variants share one
+    mon.assert_clean()
+
+
+def test_malformed_fragments_do_not_throw(page, base_url):
+    p, mon = page
+    for path in ("index.html#%", "models/gcvit.html#q=%E0%A4%A&%"):
+        _open(p, base_url + path)
+    mon.assert_clean()

@@ -100,7 +100,8 @@ def test_quantize_rounds_half_away_from_zero():
 
 def test_bicubic_sr_pipeline_matches_basicsr_reference():
     # skimage astronaut, MATLAB bicubic x4 down, torch bicubic x4 up, uint8, Y, crop 4: BasicSR's
-    # calculate_psnr/ssim gave 27.0396 / 0.8463 (shared/research/models-restoration.md, section 1.3)
+    # calculate_psnr/calculate_ssim (basicsr/metrics/psnr_ssim.py, https://github.com/XPixelGroup/BasicSR; BGR
+    # input, test_y_channel=True) gave 27.0396 / 0.8463
     from skimage import data
 
     from glocal.benchmarks.metrics import psnr, ssim
@@ -251,6 +252,25 @@ def test_generator_reproducible_resumable_and_parallel(tmp_path):
     assert (r5["written"], r5["skipped"]) == (1, 2) and _tree(tmp_path / "a") == ta
     with pytest.raises(DatasetError, match="other settings"):
         gen.fn(tmp_path / "src", tmp_path / "a", seed=9, progress=False)
+
+
+def test_unguarded_script_with_workers_fails_in_one_line(tmp_path):
+    """A script that calls a generator with workers > 1 at module level (no ``__main__`` guard): its spawned
+    workers re-import it; they end quietly and the caller gets one DatasetError line naming the guard."""
+    import subprocess
+    import sys
+
+    from glocal.datasets.engine import GUARD_HINT
+
+    _sources(tmp_path / "src", 2)
+    script = tmp_path / "make.py"
+    script.write_text("from glocal.datasets.haze_synthesis import make_8kdehaze_synth\n"
+                      "make_8kdehaze_synth('src', 'out', workers=2, progress=False, size=8)\n")
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and lines[-1] == f"glocal.datasets.registry.DatasetError: {GUARD_HINT}"
+    assert "RuntimeError" not in run.stderr and "BrokenProcessPool" not in run.stderr  # workers left quietly
+    assert 'if __name__ == "__main__":' in GUARD_HINT
 
 
 def test_generator_manifest_size_and_rejects(tmp_path):

@@ -10,23 +10,19 @@ import pytest
 import torch
 from PIL import Image
 
-from glocal.benchmarks.structure import (
+from glocal.benchmarks.embeddings import Backbone, EmbeddingError, find_stages, n_keep, topk_sparsify
+from glocal.benchmarks.metrics.structure_sensitivity import (
     CHANCE,
-    Backbone,
     RandomWeightsError,
     StructureError,
     bootstrap_ci,
     evaluate_structure,
-    find_stages,
-    local_patch_features,
-    n_keep,
     odd_one_out_credit,
     pairwise_distances,
-    pixel_histogram_features,
-    topk_sparsify,
 )
+from glocal.benchmarks.metrics.texture_observers import local_patch_features, pixel_histogram_features
 from glocal.datasets.registry import DatasetError
-from glocal.datasets.structure import load_official, load_triplets
+from glocal.datasets.triplets import load_official, load_triplets
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -195,7 +191,7 @@ def test_layer_feature_is_pooled_stage_output():
         torch.testing.assert_close(bb.embed(x, layer=-1), bb.embed(x))  # resnet pre-logits = GAP(layer4)
         l1 = bb.model.layer1(bb.model.maxpool(bb.model.act1(bb.model.bn1(bb.model.conv1(x)))))
         torch.testing.assert_close(bb.embed(x, layer=1), l1.mean(dim=(2, 3)))
-    with pytest.raises(StructureError, match="out of range: timm:resnet18 has 5 stages"):
+    with pytest.raises(EmbeddingError, match="out of range: timm:resnet18 has 5 stages"):
         bb.embed(x, layer=7)
 
 
@@ -299,7 +295,7 @@ def test_bad_inputs(known_sets):
         evaluate_structure("timm:resnet18", known_sets / "easy", topk=5)
     with pytest.raises(StructureError, match="layer must be 'pooled' or a stage index"):
         evaluate_structure("timm:resnet18", known_sets / "easy", layer="last")
-    with pytest.raises(StructureError, match="cannot tell the preprocessing"):
+    with pytest.raises(EmbeddingError, match="cannot tell the preprocessing"):
         Backbone.create(torch.nn.Linear(2, 2))
 
 

@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glocal.benchmarks.structure import BASELINES, CHANCE, bootstrap_ci, score_observer
+from glocal.benchmarks.metrics.structure_sensitivity import CHANCE, bootstrap_ci, score_observer
+from glocal.benchmarks.metrics.texture_observers import OBSERVERS
 from glocal.datasets import get_generator
 from glocal.datasets.registry import DatasetError
-from glocal.datasets.structure import load_triplets
+from glocal.datasets.triplets import load_triplets
 
 skdata = pytest.importorskip("skimage.data")
 
@@ -57,7 +58,7 @@ def binom_sf(k: int, n: int, p: float) -> float:
 
 
 def observer_report(triplets, name: str) -> dict:
-    credits = score_observer(triplets, BASELINES[name]).numpy()
+    credits = score_observer(triplets, OBSERVERS[name]).numpy()
     wins = int((credits == 1.0).sum())
     lo, hi = bootstrap_ci(credits)
     return {"accuracy": float(credits.mean()), "ci95": (lo, hi), "wins": wins, "n": len(credits),
@@ -115,7 +116,7 @@ def test_disrt_style_set_is_local_blind(photos, tmp_path):
             for c in range(3):
                 np.testing.assert_array_equal(np.bincount(o[..., c].ravel(), minlength=256),
                                               np.bincount(x[..., c].ravel(), minlength=256))
-    for name in BASELINES:
+    for name in OBSERVERS:
         r = observer_report(trip, name)
         assert at_chance(r), (name, r)
         assert r["accuracy"] == pytest.approx(CHANCE)  # exact three-way ties by construction
@@ -300,7 +301,8 @@ def test_dist_ps_rendered_small_set(tmp_path):
     import torch
 
     from glocal.datasets.dist_ps import ColourBasis, blur
-    from glocal.datasets.structure import load_square
+    from glocal.datasets.engine import load_rgb
+    from glocal.datasets.triplets import SOURCE_REDUCING_GAP
 
     src = tmp_path / "src"
     _sources(src, 48, crops=1, names=("coffee", "astronaut"))
@@ -319,7 +321,7 @@ def test_dist_ps_rendered_small_set(tmp_path):
         assert item["render_steps"] == [5, 5, 5] and len(item["final_loss"]) == 3
         reference = np.mean(item["noise_loss"])
         assert item["relative_render_loss"] == pytest.approx([v / reference for v in item["render_loss"]])
-        photo = load_square(src / item["source"], 32)
+        photo = load_rgb(src / item["source"], 32, reducing_gap=SOURCE_REDUCING_GAP)
         basis = ColourBasis(photo)
         o, a, b = (np.asarray(Image.open(out / item["files"][k]).convert("RGB"))
                    for k in ("original", "disrupted_a", "disrupted_b"))

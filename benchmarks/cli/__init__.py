@@ -1,6 +1,7 @@
 """The ``bench`` command (also ``python -m glocal``): one typer app, one error path.
 
 bench run --model gcvit                       measure a model; records go to the store
+bench sweep FILE.yaml [--resume]              a grid of cells on a launcher (local, Ray, Slurm)
 bench list models|datasets|tasks|methods|generators   what is registered
 bench results ls|show|export                  read the store
 bench datasets make NAME --from DIR --out DIR generate a dataset from your own images
@@ -30,7 +31,9 @@ EXIT_ERROR = 2
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:
     """One clear line on stderr and a non-zero exit."""
-    text = " ".join(str(message).split())  # one line, whatever the message held
+    from rich.markup import escape
+
+    text = escape(" ".join(str(message).split()))  # one line, whatever the message held; [extra] is not markup
     err.print(f"[bold red]error:[/] {text}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -59,18 +62,18 @@ def errors_as_one_line(*extra: type[BaseException]) -> Iterator[None]:
         fail(str(e))
 
 
-def parse_list(values: list[str] | None, what: str, cast: type = str) -> list | None:
+def parse_list(values: list[str] | None, what: str, cast: type = str, maximum: int = 1 << 20) -> list | None:
     """``--x 1,2 --x 3`` -> [1, 2, 3]. Items are stripped; an empty item is an error. ``int`` items must be
-    plain positive ASCII integers (no signs, underscores or other digits)."""
+    plain positive ASCII integers (no signs, underscores or other digits) up to ``maximum``."""
     if not values:
         return None
     items = [v.strip() for raw in values for v in raw.split(",")]
     if any(not v for v in items):
         fail(f"{what}: empty value in {','.join(values)!r}")
     if cast is int:
-        bad = [v for v in items if not (v.isascii() and v.isdigit()) or int(v) < 1]
+        bad = [v for v in items if not (v.isascii() and v.isdigit()) or not 1 <= int(v) <= maximum]
         if bad:
-            fail(f"{what}: expected positive integers, got {', '.join(repr(b) for b in bad)}")
+            fail(f"{what}: expected positive integers up to {maximum}, got {', '.join(repr(b[:20]) for b in bad)}")
     try:
         return [cast(v) for v in items]
     except ValueError:
@@ -103,4 +106,5 @@ from glocal.benchmarks.cli import (  # noqa: E402, F401
     microbench,
     results,
     run,
+    sweep,
 )

@@ -12,10 +12,12 @@ import typer
 from rich.table import Table
 
 from glocal.benchmarks.cli import app, err, errors_as_one_line, fail, out, parse_list, parse_pairs
+from glocal.benchmarks.results import can_create_in
 
+MAX_BATCH, MAX_SIDE, MAX_FRAMES = 65_536, 65_536, 100_000  # beyond these a request is a typo, not a benchmark
 STORE_HELP = "SQLite store (default: user data dir or $GLOCAL_STORE)"
-STOP_RULE_LIMITS = {"warmup_iters": 100_000, "warmup_s": 3600.0, "min_iters": 1_000_000, "min_s": 3600.0,
-                    "max_iters": 10_000_000, "max_s": 24 * 3600.0}
+STOP_RULE_LIMITS = {"warmup_iters": (0, 100_000), "warmup_s": (0, 3600.0), "min_iters": (1, 1_000_000),
+                    "min_s": (0, 3600.0), "max_iters": (1, 10_000_000), "max_s": (0, 24 * 3600.0)}
 
 
 def fmt(v: Any, digits: int = 2) -> str:
@@ -108,9 +110,10 @@ def _stop_rule(device: str, overrides: dict[str, float | int | None]) -> dict[st
     if not given:
         return None
     for k, v in given.items():
-        if not math.isfinite(v) or v < 0 or v > STOP_RULE_LIMITS[k]:
-            flag = "--" + k.replace("_s", "_time").replace("_", "-")
-            fail(f"{flag} must be a finite number between 0 and {STOP_RULE_LIMITS[k]:g}, got {v}")
+        lo, hi = STOP_RULE_LIMITS[k]
+        if not math.isfinite(v) or not lo <= v <= hi:
+            flag = "--" + (k[:-2] + "_time" if k.endswith("_s") else k).replace("_", "-")
+            fail(f"{flag} must be a finite number between {lo} and {hi:g}, got {v}")
     rule = dict(CUDA_RULE if device.startswith("cuda") else CPU_RULE)
     rule.update(given)
     rule["max_iters"] = max(rule["max_iters"], rule["min_iters"])
@@ -124,7 +127,8 @@ def run(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N")] = "cpu",
     precision: Annotated[list[str], typer.Option(help="fp32, bf16, fp16 (comma list)")] = ["fp32"],  # noqa: B006
     batch_size: Annotated[list[str] | None, typer.Option(help="e.g. 1,64 (CPU default 1, CUDA 1,64)")] = None,
-    resolution: Annotated[list[str] | None, typer.Option(help="e.g. 224,384,512 for a scaling curve")] = None,
+    resolution: Annotated[list[str] | None, typer.Option(
+        help="e.g. 224,384,512 for a scaling curve; videos: 480p,720p,1080p,4k")] = None,
     weights: Annotated[str | None, typer.Option(help="checkpoint PATH, 'random', or auto (default)")] = None,
     task: Annotated[str | None, typer.Option(help="run under another task than the model's (e.g. detection)")] = None,
     method: Annotated[list[str] | None, typer.Option(
@@ -136,6 +140,8 @@ def run(
     dataset: Annotated[list[str] | None, typer.Option(help="NAME=PATH, repeatable (imagenet=..., dist=...)")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="channels-last memory format")] = False,
     compile: Annotated[str | None, typer.Option(help="torch.compile mode: default, reduce-overhead, ...")] = None,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="replay a captured CUDA graph in the latency "
+                                                                    "pass (static shapes; CUDA only)")] = False,
     tf32: Annotated[bool, typer.Option("--tf32", help="allow TF32 matmuls and convolutions (CUDA)")] = False,
     cudnn_benchmark: Annotated[bool, typer.Option("--cudnn-benchmark", help="cuDNN autotuning (CUDA)")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads", min=1, max=4096)] = None,
@@ -152,29 +158,42 @@ def run(
     store: Annotated[Path | None, typer.Option(help=STORE_HELP)] = None,
     no_store: Annotated[bool, typer.Option("--no-store", help="do not write records")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the records to a JSON file")] = None,
+    eval_only: Annotated[bool, typer.Option(
+        "--eval-only", help="score datasets only: no timing or memory pass (untimed cells may share a machine)")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON")] = False,
 ) -> None:
     """Measure latency, throughput, memory and compute (and quality, given a dataset and pretrained weights)."""
     from glocal.benchmarks.results import ResultStore
     from glocal.benchmarks.runner import RunRequest, plan
+    from glocal.benchmarks.tasks.generation import named_resolutions
 
     rule = _stop_rule(device, {"warmup_iters": warmup_iters, "warmup_s": warmup_time, "min_iters": min_iters,
                                "min_s": min_time, "max_iters": max_iters, "max_s": max_time})
-    sweeps = {"frames": [str(f) for f in parse_list(frames, "--frames", int)]} if frames else {}
+    sweeps = {"frames": [str(f) for f in parse_list(frames, "--frames", int, MAX_FRAMES)]} if frames else {}
     req = RunRequest(
         models=model, device=device, precisions=parse_list(precision, "--precision") or ["fp32"],
-        batch_sizes=parse_list(batch_size, "--batch-size", int),
-        resolutions=parse_list(resolution, "--resolution", int),
+        batch_sizes=parse_list(batch_size, "--batch-size", int, MAX_BATCH),
+        resolutions=parse_list([named_resolutions(r) for r in resolution] if resolution else None, "--resolution",
+                               int, MAX_SIDE),
         weights=weights, task=task, methods=list(method or []), task_options=parse_pairs(opt, "--opt"),
-        sweeps=sweeps, compare=list(compare or []), channels_last=channels_last, compile=compile, tf32=tf32,
-        cudnn_benchmark=cudnn_benchmark, threads=threads, datasets=list(dataset or []),
-        eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout,
+        sweeps=sweeps, compare=list(compare or []), channels_last=channels_last, compile=compile,
+        cuda_graphs=cuda_graphs, tf32=tf32, cudnn_benchmark=cudnn_benchmark, threads=threads,
+        datasets=list(dataset or []), eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout,
+        measure=not eval_only,
     )
+    from glocal.benchmarks.distributed import env_world
+
+    if env_world()[1] > 1:
+        run_sharded(req, None if no_store else ResultStore(store), as_json)
+        return
     with errors_as_one_line():
         target = None if no_store else ResultStore(store)
         cells, notes = plan(req)
         if output is not None:
             _check_writable(output)
+        if target is not None:
+            target.check_writable()
         records = run_cells(cells, quiet=as_json, sink=target.append if target is not None else None)
     if output:
         from glocal.benchmarks.results import write_atomic
@@ -191,6 +210,38 @@ def run(
         raise typer.Exit(1)
 
 
+def run_sharded(req: Any, target: Any, as_json: bool) -> None:
+    """Under torchrun: every rank evaluates its share of each dataset in-process (no timing pass); rank 0 stores
+    and prints the records, whose metrics equal one process's."""
+    from glocal.benchmarks import distributed
+    from glocal.benchmarks.cell import run_cell
+    from glocal.benchmarks.runner import RunError, plan
+
+    rank, world, local_rank = distributed.env_world()
+    with errors_as_one_line():
+        if not req.datasets:
+            raise RunError(f"torchrun with {world} processes shards dataset evaluation: pass --dataset NAME=PATH")
+        req.measure = False
+        if req.device == "cuda":
+            req.device = f"cuda:{local_rank}"
+        cells, notes = plan(req)
+        if target is not None and rank == 0:
+            target.check_writable()
+        distributed.init(req.device)
+        records = []
+        for cell in cells:
+            record = run_cell(cell)
+            if rank == 0 and target is not None:
+                target.append([record])
+            records.append(record)
+    if rank != 0:
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(records, indent=1, allow_nan=False) + "\n")
+    else:
+        render_records(records, notes)
+
+
 def _check_writable(path: Path) -> None:
     """Refuse an ``--output`` that cannot be written before anything is measured."""
     from glocal.benchmarks.runner import RunError
@@ -200,10 +251,8 @@ def _check_writable(path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise RunError(f"--output {path}: folder {parent} does not exist")
-    import os
-
-    if not os.access(parent, os.W_OK):
-        raise RunError(f"--output {path}: folder {parent} is not writable")
+    if not can_create_in(parent):
+        raise RunError(f"--output {path}: cannot write in {parent}")
 
 
 def run_cells(cells: list[Any], quiet: bool = False, sink: Any = None, launcher: Any = None) -> list[dict[str, Any]]:
@@ -211,7 +260,7 @@ def run_cells(cells: list[Any], quiet: bool = False, sink: Any = None, launcher:
     cells and over each cell's work. Each record goes to ``sink`` (the store) as its cell ends, so an interrupted
     campaign keeps its finished cells."""
     from glocal.benchmarks.launchers import LocalLauncher
-    from glocal.benchmarks.progress import progress_bar
+    from glocal.progress import apply_event, progress_bar
 
     launcher = launcher or LocalLauncher()
     records: dict[int, dict[str, Any]] = {}
@@ -226,14 +275,7 @@ def run_cells(cells: list[Any], quiet: bool = False, sink: Any = None, launcher:
         def on_event(i: int, kind: str, args: list[str]) -> None:
             if i not in inner:
                 inner[i] = bar.add_task(f"  {label(i)}: starting", total=None)
-            if kind == "stage":
-                bar.update(inner[i], description=f"  {label(i)}: {args[0]}", total=None, completed=0)
-            elif kind == "iter":
-                bar.update(inner[i], completed=int(args[0]))
-            elif kind == "progress":
-                bar.update(inner[i], completed=int(args[0]), total=int(args[1]) or None,
-                           description=f"  {label(i)}: {args[2] if len(args) > 2 else ''}")
-            elif kind == "log" and args[0].startswith("WARNING"):
+            if not apply_event(bar, inner[i], label(i), kind, args) and kind == "log" and args[0].startswith("WARNING"):
                 err.print(args[0], markup=False, highlight=False)
 
         def on_record(i: int, record: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """Quality metrics: top-k accuracy (classification), PSNR and SSIM (restoration)."""
 
-from glocal.benchmarks.metrics.classification import topk_correct
+from glocal.benchmarks.metrics.classification import topk_hits
 from glocal.benchmarks.metrics.image_quality import psnr, ssim
 
-__all__ = ["psnr", "ssim", "topk_correct"]
+__all__ = ["psnr", "ssim", "topk_hits"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from glocal.benchmarks.distributed import Shard
 from glocal.taskspec import TASKS as TASK_SPECS
 from glocal.taskspec import TaskSpec
 
@@ -79,6 +80,7 @@ class EvalContext:
     workers: int = 2
     resolution: int | None = None
     channels_last: bool = False
+    shard: Shard = field(default_factory=Shard)  # under torchrun: this rank's samples (see benchmarks.distributed)
 
 
 class Task:
@@ -210,6 +212,9 @@ class EvaluatorEntry:
     fn: Evaluator
     needs_pretrained: bool = True  # random weights never produce accuracy
     description: str = ""
+    # (card, variant, spec) -> the dataset the evaluator would score (indexable), or None; checks the options and
+    # the folder's layout. Run before any cell, with the first item decoded (see check_dataset).
+    open: Callable[[Any, Any, DatasetSpec], Any] | None = None
 
 
 _TASKS: dict[str, Task] = {}
@@ -225,16 +230,41 @@ def register_task(task: Task) -> Task:
     return task
 
 
-def register_evaluator(name: str, tasks: tuple[str, ...], *, needs_pretrained: bool = True,
-                       description: str = "") -> Callable[[Evaluator], Evaluator]:
-    """Decorator: ``@register_evaluator("imagenet", ("classification",))`` on ``fn(model, card, variant, spec, ctx)``
-    returning an :class:`EvalResult`."""
+def register_evaluator(name: str, tasks: tuple[str, ...], *, needs_pretrained: bool = True, description: str = "",
+                       open: Callable[[Any, Any, DatasetSpec], Any] | None = None) -> Callable[[Evaluator], Evaluator]:
+    """Decorator: ``@register_evaluator("imagenet", ("classification",), open=open_fn)`` on
+    ``fn(model, card, variant, spec, ctx)`` returning an :class:`EvalResult`. ``open(card, variant, spec)``
+    validates the options and opens the dataset without a model, so bad input is refused before measuring."""
 
     def deco(fn: Evaluator) -> Evaluator:
-        _EVALUATORS[name] = EvaluatorEntry(name, tasks, fn, needs_pretrained, description or (fn.__doc__ or "").strip())
+        _EVALUATORS[name] = EvaluatorEntry(name, tasks, fn, needs_pretrained, description or (fn.__doc__ or "").strip(),
+                                           open)
         return fn
 
     return deco
+
+
+def check_dataset(entry: EvaluatorEntry, card: Any, variant: Any, spec: DatasetSpec) -> None:
+    """Open a dataset as its evaluator would and decode its first item, before any cell runs: a missing or
+    empty folder, a wrong layout, a bad option or an undecodable first image is one :class:`TaskError` line."""
+    from glocal.datasets.registry import DatasetError
+
+    if entry.open is None:
+        return
+    try:
+        ds = entry.open(card, variant, spec)
+        if ds is None:
+            return
+        if len(ds) == 0:
+            raise TaskError(f"--dataset {spec.name}: no samples in {spec.path}")
+        ds[0]
+    except TaskError:
+        raise
+    except DatasetError as e:
+        raise TaskError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - PIL and friends raise many kinds for a corrupt file
+        raise TaskError(f"--dataset {spec.name}: cannot read the first item of {spec.path}: "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
 
 
 def _load() -> None:

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 
 from glocal.benchmarks.metrics.image_quality import psnr_per_image, ssim_per_image
-from glocal.benchmarks.progress import track
 from glocal.benchmarks.tasks import (
     DatasetSpec,
     EvalContext,
@@ -38,6 +37,7 @@ from glocal.benchmarks.tasks import (
     register_evaluator,
     register_task,
 )
+from glocal.progress import track
 
 DEFAULT_RESOLUTION = 256
 DEHAZE_PROTOCOL = ("RGB PSNR/SSIM on float outputs clamped to [0, 1] (data range 1, no border crop, no "
@@ -191,11 +191,13 @@ def score(model: Callable, samples: Sequence[dict], ctx: EvalContext, *, kind: s
     sr = kind == "sr"
     kw = {"data_range": 1.0, "crop_border": scale, "y_channel": True} if sr else {"data_range": 1.0}
     dev = _metric_device(ctx)
-    rows: list[tuple[Any, float, float, float, float]] = []
+    rows: list[tuple[int, tuple[Any, float, float, float, float]]] = []
     if hasattr(model, "eval"):
         model.eval()
+    mine = ctx.shard.indices(len(samples))
     with torch.inference_mode():
-        for s in track(samples, total=len(samples), description=description, enabled=ctx.progress):
+        for i in track(mine, total=len(mine), description=description, enabled=ctx.progress):
+            s = samples[i]
             x, target = (s["lr"], s["hr"]) if sr else (s["hazy"], s["clear"])
             out = _forward(model, x, ctx, scale if sr else 1, tile, overlap).to(dev)
             if sr:
@@ -204,8 +206,9 @@ def score(model: Callable, samples: Sequence[dict], ctx: EvalContext, *, kind: s
             else:
                 base = x
             t, base = target.to(dev), base.to(dev)
-            rows.append((s.get("level"), psnr_per_image(out, t, **kw)[0], ssim_per_image(out, t, **kw)[0],
-                         psnr_per_image(base, t, **kw)[0], ssim_per_image(base, t, **kw)[0]))
+            rows.append((i, (s.get("level"), psnr_per_image(out, t, **kw)[0], ssim_per_image(out, t, **kw)[0],
+                             psnr_per_image(base, t, **kw)[0], ssim_per_image(base, t, **kw)[0])))
+    rows = ctx.shard.gather(rows)  # every rank's rows in sample order: the same sums as one process
     if not rows:
         raise TaskError(f"{description}: no samples to score")
 
@@ -263,7 +266,16 @@ def _run(model: Callable, ds: Any, ctx: EvalContext, opts: dict[str, str], *, ki
 
 
 # ------------------------------------------------------------------------------------------------ dehazing
-@register_evaluator("builtin-haze", ("dehazing",),
+def _check_options(extra: Sequence[str] = ()) -> Callable[[Any, Any, DatasetSpec], None]:
+    """An ``open`` hook for the built-in sets: only the options are checked (the data is generated)."""
+
+    def check(card: Any, variant: Any, spec: DatasetSpec) -> None:
+        _int_opt(_options(spec, extra), "limit")
+
+    return check
+
+
+@register_evaluator("builtin-haze", ("dehazing",), open=_check_options(),
                     description="built-in: 5 scikit-image crops (240x240), seeded synthetic haze (level L2)")
 def evaluate_builtin_haze(model: Callable, card: Any, variant: Any, spec: DatasetSpec,
                           ctx: EvalContext) -> EvalResult:
@@ -277,14 +289,18 @@ def evaluate_builtin_haze(model: Callable, card: Any, variant: Any, spec: Datase
                          "images": list(builtin.IMAGES)})
 
 
-def _paired(name: str, description: str) -> None:
-    @register_evaluator(name, ("dehazing",), description=description)
-    def evaluate(model: Callable, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
-        from glocal.datasets.restoration import PairedDehazeFolder
+def _open_paired(card: Any, variant: Any, spec: DatasetSpec) -> Any:
+    from glocal.datasets.restoration import PairedDehazeFolder
 
-        opts = _options(spec)
-        root = _need_path(spec)
-        ds = _dataset_error(lambda: PairedDehazeFolder(root))
+    _options(spec)
+    return _dataset_error(lambda: PairedDehazeFolder(_need_path(spec)))
+
+
+def _paired(name: str, description: str) -> None:
+    @register_evaluator(name, ("dehazing",), description=description, open=_open_paired)
+    def evaluate(model: Callable, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
+        opts, root = _options(spec), _need_path(spec)
+        ds = _open_paired(card, variant, spec)
         return _run(model, ds, ctx, opts, kind="dehaze", scale=1, name=name,
                     dataset={"path": str(root), "builtin": False, "hazy_dir": ds.hazy_dir.name,
                              "clear_dir": ds.clear_dir.name})
@@ -296,24 +312,35 @@ _paired("sots", "SOTS (RESIDE) folder: hazy/ + clear/ or GT/ (hazy 1400_1.png ->
 _paired("haze4k", "Haze4K folder: test/haze/ + test/gt/ (hazy 1_0.89_1.56.png -> gt 1.png)")
 
 
-def _eightk(name: str, description: str, synthetic_only: bool) -> None:
-    @register_evaluator(name, ("dehazing",), description=description)
-    def evaluate(model: Callable, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
-        from glocal.datasets.eightk_dehaze import EightKDehaze
+EIGHTK_OPTIONS = ("level", "split", "size", "crop", "crop_mode", "seed")
 
-        opts = _options(spec, ("level", "split", "size", "crop", "crop_mode", "seed"))
-        root = _need_path(spec)
-        level = opts.get("level", "all").lower().removeprefix("l")
-        if level != "all" and not level.isdigit():
-            raise TaskError(f"8kdehaze option level={opts['level']!r}: expected 1-4 or all")
-        levels = None if level == "all" else (int(level),)
-        ds = _dataset_error(lambda: EightKDehaze(
-            root, levels=levels, split=opts.get("split", "test"), size=_int_opt(opts, "size"),
-            crop=_int_opt(opts, "crop"), crop_mode=opts.get("crop_mode", "center"),
-            seed=_int_opt(opts, "seed", 0, minimum=0)))
-        if synthetic_only and ds.dataset_name == "8kdehaze":
-            raise TaskError(f"{root} has no 8kdehaze-synth manifest.json; score the original set with "
-                            f"--dataset 8kdehaze={root}")
+
+def _open_eightk(spec: DatasetSpec, synthetic_only: bool) -> Any:
+    from glocal.datasets.eightk_dehaze import EightKDehaze
+
+    opts = _options(spec, EIGHTK_OPTIONS)
+    _int_opt(opts, "limit")
+    root = _need_path(spec)
+    level = opts.get("level", "all").lower().removeprefix("l")
+    if level != "all" and not level.isdigit():
+        raise TaskError(f"8kdehaze option level={opts['level']!r}: expected 1-4 or all")
+    levels = None if level == "all" else (int(level),)
+    ds = _dataset_error(lambda: EightKDehaze(
+        root, levels=levels, split=opts.get("split", "test"), size=_int_opt(opts, "size"),
+        crop=_int_opt(opts, "crop"), crop_mode=opts.get("crop_mode", "center"),
+        seed=_int_opt(opts, "seed", 0, minimum=0)))
+    if synthetic_only and ds.dataset_name == "8kdehaze":
+        raise TaskError(f"{root} has no 8kdehaze-synth manifest.json; score the original set with "
+                        f"--dataset 8kdehaze={root}")
+    return ds
+
+
+def _eightk(name: str, description: str, synthetic_only: bool) -> None:
+    @register_evaluator(name, ("dehazing",), description=description,
+                        open=lambda card, variant, spec: _open_eightk(spec, synthetic_only))
+    def evaluate(model: Callable, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
+        opts, root = _options(spec, EIGHTK_OPTIONS), _need_path(spec)
+        ds = _open_eightk(spec, synthetic_only)
         return _run(model, ds, ctx, opts, kind="dehaze", scale=1, name=ds.dataset_name,
                     dataset={"path": str(root), "builtin": False, "split": ds.split,
                              "levels": [f"L{k}" for k in ds.levels], "images": len(ds.names),
@@ -330,7 +357,7 @@ _eightk("8kdehaze-synth", "a set written by the 8kdehaze-synth generator (layout
 
 
 # ------------------------------------------------------------------------------------------ super-resolution
-@register_evaluator("builtin-sr", ("super_resolution",),
+@register_evaluator("builtin-sr", ("super_resolution",), open=_check_options(),
                     description="built-in: 5 scikit-image crops (240x240 HR), MATLAB-bicubic LR")
 def evaluate_builtin_sr(model: Callable, card: Any, variant: Any, spec: DatasetSpec,
                         ctx: EvalContext) -> EvalResult:
@@ -346,15 +373,19 @@ def evaluate_builtin_sr(model: Callable, card: Any, variant: Any, spec: DatasetS
                          "lr": "MATLAB bicubic (generated)"})
 
 
-def _sr_folder(name: str, description: str) -> None:
-    @register_evaluator(name, ("super_resolution",), description=description)
-    def evaluate(model: Callable, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
-        from glocal.datasets.restoration import SRFolder
+def _open_sr(card: Any, variant: Any, spec: DatasetSpec) -> Any:
+    from glocal.datasets.restoration import SRFolder
 
-        opts = _options(spec)
-        root = _need_path(spec)
-        s = _scale(variant)
-        ds = _dataset_error(lambda: SRFolder(root, s))
+    _int_opt(_options(spec), "limit")
+    root, s = _need_path(spec), _scale(variant)
+    return _dataset_error(lambda: SRFolder(root, s))
+
+
+def _sr_folder(name: str, description: str) -> None:
+    @register_evaluator(name, ("super_resolution",), description=description, open=_open_sr)
+    def evaluate(model: Callable, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
+        opts, root, s = _options(spec), _need_path(spec), _scale(variant)
+        ds = _open_sr(card, variant, spec)
         return _run(model, ds, ctx, opts, kind="sr", scale=s, name=name,
                     dataset={"path": str(root), "builtin": False, "scale": s, "layout": ds.layout})
 

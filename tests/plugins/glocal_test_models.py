@@ -2,6 +2,7 @@
 dies, one that runs out of memory, one that never finishes; and a small efficiency method."""
 
 import os
+import signal
 import time
 
 import torch
@@ -27,6 +28,10 @@ class TinyNet(nn.Module):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
         if self.mode == "hang":
             time.sleep(3600)
+        if self.mode == "sigkill":  # killed from outside, not by the out-of-memory killer
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.mode == "cpu_oom":  # a real allocation failure of the CPU allocator
+            torch.empty(1 << 50, dtype=torch.uint8)
         return self.head(self.conv(x).relu().mean((2, 3)))
 
 
@@ -39,6 +44,8 @@ CARD = register(ModelCard(
         Variant(name="testnet_crash", builder=TinyNet, kwargs={"mode": "crash"}, resolutions=(32,)),
         Variant(name="testnet_oom", builder=TinyNet, kwargs={"mode": "oom"}, resolutions=(32,)),
         Variant(name="testnet_hang", builder=TinyNet, kwargs={"mode": "hang"}, resolutions=(32,)),
+        Variant(name="testnet_sigkill", builder=TinyNet, kwargs={"mode": "sigkill"}, resolutions=(32,)),
+        Variant(name="testnet_cpu_oom", builder=TinyNet, kwargs={"mode": "cpu_oom"}, resolutions=(32,)),
     ),
 ))
 

@@ -113,15 +113,19 @@ def parse_method(text: str) -> dict[str, Any] | None:
     """``dimap:ratio=0.35,scope=module`` -> ``{"name": "dimap", "params": {...}}`` (parsed, defaults filled);
     ``none`` -> None (the baseline)."""
     name, _, rest = text.strip().partition(":")
+    if any(not c.isascii() or not c.isprintable() for c in text):
+        raise MethodError(f"bad --method {ascii(text)}: use ASCII letters, digits and key=value")
     name = name.strip().lower()
     if not name:
         raise MethodError(f"bad --method {text!r}: expected NAME or NAME:key=value,...")
     if name == "none":
-        if rest.strip():
+        if _:
             raise MethodError("--method none takes no parameters")
         return None
+    if _ and not rest.strip():
+        raise MethodError(f"bad --method {text!r}: expected key=value after ':'")
     given: dict[str, str] = {}
-    for item in filter(None, (i.strip() for i in rest.split(","))) if rest else ():
+    for item in (i.strip() for i in rest.split(",")) if rest.strip() else ():
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise MethodError(f"bad --method parameter {item!r} in {text!r}: expected key=value")

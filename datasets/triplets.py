@@ -1,4 +1,5 @@
-"""Triplet sets for global-structure tests (DiST, DiSRT and locally generated look-alikes).
+"""Triplet sets of the global-structure tests (DiST, DiSRT and locally generated look-alikes): the layouts, their
+loaders, and the writer the triplet generators (``dist-ps``, ``disrt-style``) share.
 
 A trial is ``(original, disrupted_a, disrupted_b)``. Three layouts are read by :func:`load_triplets`:
 
@@ -16,9 +17,8 @@ A trial is ``(original, disrupted_a, disrupted_b)``. Three layouts are read by :
   scores are not comparable with the papers' numbers.
 
 **Official releases** of DiST (arXiv 2310.07555) and DiSRT (arXiv 2506.00718). No release could be
-inspected (the DiST repository holds a README only, DiSRT has none; see
-``/work/shared/research/datasets-structure.md`` §1.6), so the layout assumed is the research note's
-"one folder per triplet" proposal, with an optional index::
+inspected (the DiST repository, https://github.com/leelabcnbc/DiST, holds a README only; DiSRT publishes no
+code or data), so the layout assumed is "one folder per triplet", with an optional index::
 
     ROOT/triplets.csv  (optional)           columns: original, disrupted_a, disrupted_b [, triplet_id]
                                             (aliases: orig/orig_path/original_path, synth_a/synth_a_path,
@@ -28,34 +28,43 @@ inspected (the DiST repository holds a README only, DiSRT has none; see
 
 Missing pieces raise :class:`~glocal.datasets.registry.DatasetError` naming the file or folder.
 
-The second half of this module is the machinery shared by the generators: seeded per-item jobs, atomic
-writes (a temporary folder renamed into place, so an interrupted item leaves nothing half-written), resume,
-a process pool, a rich progress bar and the manifest.
+The second half of this module writes that layout for the generators, one item folder per source, on top of
+:mod:`glocal.datasets.engine` (seeded per-item jobs, atomic writes, resume, worker pool, progress, manifest).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import json
 import os
-import re
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from glocal.datasets.registry import DatasetError, image_files
+from glocal.datasets.engine import (
+    atomic_dir,
+    item_id,
+    item_seed,
+    read_manifest,
+    remove_stale,
+    run_jobs,
+    save_png,
+    sha256_file,
+    single_thread_worker,
+    write_json,
+)
+from glocal.datasets.registry import IMAGE_EXTS, DatasetError, image_files
 
 FORMAT = "glocal-triplets/1"
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+SOURCE_REDUCING_GAP = 3.0  # Pillow's reducing_gap when the generators resize a source (engine.load_rgb)
 ROLES = ("original", "disrupted_a", "disrupted_b")
 FAMILIES = {"dist": ("dist-ps",), "disrt": ("disrt-style",)}  # which generated sets each test accepts
 _CSV_ALIASES = {
@@ -220,7 +229,7 @@ def load_official(root: str | os.PathLike, name: str = "triplets") -> TripletSet
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Generator machinery
+# Writing: the triplet layout on top of the generator engine
 
 
 @dataclass(frozen=True)
@@ -238,90 +247,31 @@ class Job:
 Work = Callable[[Job], tuple[str, list[np.ndarray] | None, dict[str, Any]]]  # -> (status, 3 uint8 images, meta)
 
 
-def parse_options(options: dict[str, Any], schema: dict[str, tuple[type, Any, str]], generator: str) -> dict[str, Any]:
-    """Typed options from ``--opt key=value`` strings (or Python values), with defaults; unknown keys are errors."""
-    unknown = sorted(set(options) - set(schema))
-    if unknown:
-        raise DatasetError(f"{generator} has no option {unknown[0]!r} (options: {', '.join(schema)})")
-    out = {}
-    for key, (typ, default, _help) in schema.items():
-        value = options.get(key, default)
-        try:
-            if typ is bool and isinstance(value, str):
-                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                    raise ValueError(value)
-                value = value.lower() in ("1", "true", "yes")
-            out[key] = typ(value)
-        except (TypeError, ValueError) as e:
-            raise DatasetError(f"{generator} option {key}={value!r} is not a valid {typ.__name__}") from e
-    return out
-
-
-def item_seed(seed: int, sha256: str) -> int:
-    """Per-item seed from the run seed and the source's content hash (independent of order and workers)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{sha256}".encode()).digest()[:8], "little") & (2**63 - 1)
-
-
-def item_id(path: Path, sha256: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:60] or "image"
-    return f"{stem}-{sha256[:10]}"
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def load_square(path: str | os.PathLike, size: int) -> np.ndarray:
-    """Source image as RGB uint8 (size, size, 3): shorter side resized to ``size`` (bicubic), centre crop."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        s = size / min(im.size)
-        w, h = max(size, round(im.width * s)), max(size, round(im.height * s))
-        im = im.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0)
-        left, top = (w - size) // 2, (h - size) // 2
-        return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8).copy()
-
-
 def run_job(work: Work, job: Job) -> dict[str, Any]:
     """Run one item and write it atomically: a temp folder renamed into ``items/<id>`` (or a rejection record).
 
     ``cpu_seconds``/``wall_seconds`` cover the work and the PNG encoding of the item."""
-    from PIL import Image
-
     t0, w0 = time.process_time(), time.perf_counter()
     status, images, meta = work(job)
     meta = {"id": job.item_id, "status": status, "seed": job.seed, "source": Path(job.source).name,
             "source_sha256": job.sha256, **meta}
     out = Path(job.out)
-    tag = f".tmp-{job.item_id}-{os.getpid()}"
     if status == "ok":
         assert images is not None and len(images) == 3
-        tmp, final = out / "items" / tag, out / "items" / job.item_id
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        meta["files"] = {}
-        for role, arr in zip(ROLES, images, strict=True):
-            Image.fromarray(arr).save(tmp / f"{role}.png")
-            meta["files"][role] = f"items/{job.item_id}/{role}.png"
-        meta.update(cpu_seconds=time.process_time() - t0, wall_seconds=time.perf_counter() - w0)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        shutil.rmtree(final, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            (out / "rejected" / f"{job.item_id}.json").unlink()
-        os.replace(tmp, final)
+        with atomic_dir(out / "items" / job.item_id, job.item_id) as tmp:
+            meta["files"] = {}
+            for role, arr in zip(ROLES, images, strict=True):
+                save_png(arr, tmp / f"{role}.png")
+                meta["files"][role] = f"items/{job.item_id}/{role}.png"
+            meta.update(cpu_seconds=time.process_time() - t0, wall_seconds=time.perf_counter() - w0)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            with contextlib.suppress(FileNotFoundError):
+                (out / "rejected" / f"{job.item_id}.json").unlink()
     else:
         meta.update(cpu_seconds=time.process_time() - t0, wall_seconds=time.perf_counter() - w0)
-        tmp, final = out / "rejected" / f"{tag}.json", out / "rejected" / f"{job.item_id}.json"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(meta, indent=1))
+        (out / "rejected").mkdir(parents=True, exist_ok=True)
+        write_json(out / "rejected" / f"{job.item_id}.json", meta)
         shutil.rmtree(out / "items" / job.item_id, ignore_errors=True)
-        os.replace(tmp, final)
     return meta
 
 
@@ -335,17 +285,24 @@ def _finished(out: Path, iid: str) -> dict[str, Any] | None:
     return None
 
 
-def _worker_init() -> None:
-    """One thread per worker process (the pool supplies the parallelism)."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+def _open_output(out: Path, generator: str, version: str, params: dict[str, Any], seed: int, resume: bool) -> None:
+    """Create ``out`` or check that it holds this generator's set made with the same settings (when resuming);
+    remove what an interrupted run left half-written."""
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"output must be a folder, got a file: {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    old = read_manifest(out / "manifest.json")
+    if old is not None:
+        if old.get("generator") != generator:
+            raise DatasetError(f"{out} holds a {old.get('generator')} set; choose another --out for {generator}")
+        if resume and (old.get("params") != params or old.get("seed") != seed or old.get("version") != version):
+            raise DatasetError(f"{out} was made with other {generator} options or seed; pass resume=False "
+                               "(--no-resume) to rebuild it, or choose another --out")
+    elif any(out.iterdir()):
+        raise DatasetError(f"{out} is not empty and holds no manifest.json; choose an empty or new folder")
+    for sub in ("items", "rejected"):
+        (out / sub).mkdir(exist_ok=True)
+        remove_stale(out / sub)
 
 
 def make_triplet_set(*, generator: str, version: str, src: str | os.PathLike, out: str | os.PathLike,
@@ -359,66 +316,22 @@ def make_triplet_set(*, generator: str, version: str, src: str | os.PathLike, ou
         raise DatasetError(f"workers must be at least 1, got {workers}")
     sources = image_files(Path(src))
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"output must be a folder, got a file: {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    mpath = out / "manifest.json"
-    if mpath.is_file():
-        try:
-            old = json.loads(mpath.read_text())
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"unreadable manifest {mpath}: {e}") from e
-        if old.get("generator") != generator:
-            raise DatasetError(f"{out} holds a {old.get('generator')} set; choose another --out for {generator}")
-        if resume and (old.get("params") != params or old.get("seed") != seed or old.get("version") != version):
-            raise DatasetError(f"{out} was made with other {generator} options or seed; pass resume=False "
-                               "(--no-resume) to rebuild it, or choose another --out")
-    elif any(out.iterdir()):
-        raise DatasetError(f"{out} is not empty and holds no manifest.json; choose an empty or new folder")
-    for sub in ("items", "rejected"):
-        (out / sub).mkdir(exist_ok=True)
-        for stale in (out / sub).glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
-    hashes = [sha256_of(p) for p in sources]
+    _open_output(out, generator, version, params, seed, resume)
+    hashes = [sha256_file(p) for p in sources]
     ids = [item_id(p, h) for p, h in zip(sources, hashes, strict=True)]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise DatasetError(f"two source images give the same item {dup!r} (identical files?); remove one")
     header = {"format": FORMAT, "name": generator, "generator": generator, "version": version, "params": params,
               "seed": seed, "source_folder": str(Path(src).resolve()), "note": note}
-    _write_json(mpath, {**header, "status": "incomplete"})
+    mpath = out / "manifest.json"
+    write_json(mpath, {**header, "status": "incomplete"})
     jobs = [Job(str(p), h, i, str(out), item_seed(seed, h), params)
             for p, h, i in zip(sources, hashes, ids, strict=True)]
     todo = [j for j in jobs if not (resume and _finished(out, j.item_id) is not None)]
-    n_skipped = len(jobs) - len(todo)
-    done: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(TextColumn(f"{generator}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), disable=not progress)
-    with bar:
-        task = bar.add_task("items", total=len(todo))
-        if workers == 1:
-            for job in todo:
-                done.append(run_job(work, job))
-                bar.advance(task)
-        else:
-            import multiprocessing as mp
-
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                     initializer=_worker_init) as pool:
-                futures = [pool.submit(run_job, work, job) for job in todo]
-                for fut in as_completed(futures):
-                    done.append(fut.result())
-                    bar.advance(task)
+    done = list(run_jobs(functools.partial(run_job, work), todo, workers=workers, description=generator,
+                         progress=progress, initializer=single_thread_worker))
     seconds = time.perf_counter() - t0
     items = []
     for j in jobs:
@@ -427,13 +340,12 @@ def make_triplet_set(*, generator: str, version: str, src: str | os.PathLike, ou
             raise DatasetError(f"item {j.item_id} left no record in {out}")
         items.append(meta)
     n_ok = sum(m["status"] == "ok" for m in items)
-    manifest = {**header, "status": "complete", "n_items": n_ok, "n_rejected": len(items) - n_ok,
-                "sources": [{"file": Path(j.source).name, "sha256": j.sha256, "id": j.item_id} for j in jobs],
-                "items": items}
-    _write_json(mpath, manifest)
+    write_json(mpath, {**header, "status": "complete", "n_items": n_ok, "n_rejected": len(items) - n_ok,
+                       "sources": [{"file": Path(j.source).name, "sha256": j.sha256, "id": j.item_id} for j in jobs],
+                       "items": items})
     ran = len(done)
     return {"generator": generator, "out": str(out), "n_sources": len(jobs),
             "n_written": sum(m["status"] == "ok" for m in done), "n_rejected": sum(m["status"] != "ok" for m in done),
-            "n_skipped": n_skipped, "n_total": n_ok, "n_rejected_total": len(items) - n_ok, "seconds": seconds,
-            "seconds_per_image": seconds / ran if ran else 0.0,
+            "n_skipped": len(jobs) - len(todo), "n_total": n_ok, "n_rejected_total": len(items) - n_ok,
+            "seconds": seconds, "seconds_per_image": seconds / ran if ran else 0.0,
             "cpu_seconds_per_image": sum(m["cpu_seconds"] for m in done) / ran if ran else 0.0}

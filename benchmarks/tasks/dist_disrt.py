@@ -1,23 +1,25 @@
 """``--dataset dist=PATH`` and ``--dataset disrt=PATH``: global-structure sensitivity of classification backbones.
 
-Both wrap :func:`glocal.benchmarks.structure.evaluate_structure` (odd-one-out on frozen pooled features, with
-local-only baselines) for the model the harness built, and add a ``structure_sensitivity`` metric to the record.
-``PATH`` is a generated set (``bench datasets make dist-ps|disrt-style``) or an official release in the layout
-documented in :mod:`glocal.datasets.structure`. Dataset options (``DatasetSpec.options``): ``distance``
-(cosine|euclidean), ``layer`` (pooled or a stage index), ``topk`` (fraction kept per channel, e.g. 0.05),
-``max_trials``, ``seed`` (bootstrap).
+Both wrap :func:`glocal.benchmarks.metrics.structure_sensitivity.evaluate_structure` (odd-one-out on frozen
+pooled features, with local-only baselines) for the model the harness built, and add a ``structure_sensitivity``
+metric to the record. ``PATH`` is a generated set (``bench datasets make dist-ps|disrt-style``) or an official
+release in the layout documented in :mod:`glocal.datasets.triplets`. Dataset options (``DatasetSpec.options``):
+``distance`` (cosine|euclidean), ``layer`` (pooled or a stage index), ``topk`` (fraction kept per channel, e.g.
+0.05), ``max_trials``, ``seed`` (bootstrap).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from glocal.benchmarks.structure import StructureError, evaluate_structure
+from glocal.benchmarks.embeddings import Backbone, EmbeddingError
+from glocal.benchmarks.metrics.structure_sensitivity import StructureError, evaluate_structure
 from glocal.benchmarks.tasks import DatasetSpec, EvalContext, EvalResult, TaskError, register_evaluator
 from glocal.datasets.registry import DatasetError
-from glocal.datasets.structure import load_triplets
+from glocal.datasets.triplets import load_triplets
 
 _GENERATOR = {"dist": "dist-ps", "disrt": "disrt-style"}
 
@@ -47,28 +49,41 @@ def run_structure(test: str, model: torch.nn.Module, card: Any, variant: Any, sp
     opts = _options(spec)
     try:
         data = load_triplets(spec.path, expect=test)
-        from glocal.benchmarks.structure import Backbone
-
         backbone = Backbone.from_module(model, card=card, variant=variant, image_size=ctx.resolution)
         res = evaluate_structure(backbone, data, distance=opts["distance"], layer=opts["layer"], topk=opts["topk"],
                                  batch_size=ctx.batch_size, device=ctx.device, progress=ctx.progress,
-                                 workers=ctx.workers, max_trials=opts["max_trials"], seed=opts["seed"])
-    except (DatasetError, StructureError) as e:
+                                 workers=ctx.workers, max_trials=opts["max_trials"], seed=opts["seed"],
+                                 shard=ctx.shard)
+    except (DatasetError, StructureError, EmbeddingError) as e:
         raise TaskError(str(e)) from e
     dataset = res.pop("dataset")
     res.pop("backbone")
     return EvalResult(metrics={"structure_sensitivity": res}, dataset=dataset)
 
 
-@register_evaluator("dist", ("classification",), description="DiST odd-one-out structure sensitivity "
-                    "(official layout or a dist-ps set), with local-only baselines")
+def _open(test: str) -> Callable[[Any, Any, DatasetSpec], Any]:
+    """The ``open`` hook: options checked and the triplet folder loaded (its layout validated)."""
+
+    def open_triplets(card: Any, variant: Any, spec: DatasetSpec) -> Any:
+        if spec.path is None:
+            raise TaskError(f"--dataset {test} needs a folder: --dataset {test}=PATH")
+        _options(spec)
+        return load_triplets(spec.path, expect=test)
+
+    return open_triplets
+
+
+@register_evaluator("dist", ("classification",), open=_open("dist"),
+                    description="DiST odd-one-out structure sensitivity (official layout or a dist-ps set), with "
+                    "local-only baselines")
 def dist(model: torch.nn.Module, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
     """DiST-style global-structure sensitivity (odd-one-out on pooled features)."""
     return run_structure("dist", model, card, variant, spec, ctx)
 
 
-@register_evaluator("disrt", ("classification",), description="DiSRT odd-one-out spatial-relationship "
-                    "sensitivity (official layout or a disrt-style set), with local-only baselines")
+@register_evaluator("disrt", ("classification",), open=_open("disrt"),
+                    description="DiSRT odd-one-out spatial-relationship sensitivity (official layout or a disrt-style "
+                    "set), with local-only baselines")
 def disrt(model: torch.nn.Module, card: Any, variant: Any, spec: DatasetSpec, ctx: EvalContext) -> EvalResult:
     """DiSRT-style spatial-relationship sensitivity (odd-one-out on pooled features)."""
     return run_structure("disrt", model, card, variant, spec, ctx)

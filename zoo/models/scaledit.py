@@ -1,0 +1,898 @@
+"""Scale-DiT (arXiv 2510.16325): windowed attention with low-resolution anchors on diffusers' FLUX transformer.
+
+Scale-DiT lets a FLUX transformer denoise 4K-8K images by replacing dense attention with local windows of
+16x16 latent tokens plus clean low-resolution guidance tokens. The host stays diffusers'
+``FluxTransformer2DModel``, unmodified; this file adds
+
+* :class:`ScaleDiTLayout`: the token layout ``[text T | high-res N | low-res M]`` and the attention rules;
+* :class:`ScaleDiTAttnProcessor`: a diffusers attention processor (installed with ``set_attn_processor``)
+  that runs the rules as a FlexAttention ``BlockMask`` (efficient) or a boolean SDPA mask (reference, small
+  sizes only: a dense N x N mask is refused above :data:`DENSE_MASK_LIMIT` tokens);
+* one small patch (:func:`enable_token_modulation`) giving the blocks a per-token timestep embedding, so the
+  low-res guidance tokens sit at t = 0 while the high-res tokens sit at t;
+* :class:`ScaleDiTTransformer`, the registered model: the stock transformer plus the above;
+* :func:`load_lora`, the official LoRA (686 tensors on FLUX.1-dev) through diffusers' peft loading, applied
+  per token group as the official forward does;
+* :class:`ScaleDiTPipeline`, the two-stage pipeline on diffusers' FLUX pipeline components.
+
+Token order is window-first (each window one contiguous span, windows in raster order) and the low-res
+position ids are multiplied by the resolution factor (scaled anchors, NTK-scaled RoPE); both are done outside
+the model by permuting hidden states and ids together, since FLUX reads positions only from the ids.
+
+The official code has two mask builders that disagree; the inference (block-map) rules are the default and
+the training (dense-builder) rules an option. ``q -> k`` reads "a query of group q may attend to key k":
+
+======================  ==========================================  ==========================================
+rule                    inference (``rules="inference"``, default)   training (``rules="training"``)
+======================  ==========================================  ==========================================
+text -> text, high-res  all                                          all
+text -> low-res         no (``text_attend="all"``: yes)              no (``text_attend="all"``: yes)
+high-res -> text        all                                          all
+high-res -> high-res    sliding square, radius window/2 (17x17)      same or 4-neighbour window (Manhattan 1)
+                                                                     of the grid shifted by one token
+high-res -> low-res     co-located low-res window and its +-1        the 256-token low-res chunk of its group
+                        neighbours in flattened window index         of consecutive windows (all if M <= 256)
+low-res -> text         no                                           yes
+low-res -> high-res     no                                           no
+low-res -> low-res      square, radius low-res window/2 (5x5)        256-token diagonal blocks (all if
+                                                                     M <= 256); the last block is empty, as
+                                                                     in the official builder
+======================  ==========================================  ==========================================
+
+"256" above is the window area (window**2 tokens). Our rules are defined on token coordinates, so they do not
+depend on the sequence order; the official dense builder computes its non-sliding window rule on raster
+indices even when the tokens are permuted, which we do not copy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import MethodType
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, register
+from glocal.zoo.weights import CheckpointError
+
+PATCH_PX = 16  # FLUX: 8x VAE downsampling, then 2x2 latent patches packed into one token
+RULES = ("inference", "training")
+TEXT_ATTEND = ("limited", "all")
+ATTENTIONS = ("scaledit", "dense-sdpa", "dense-flex")
+IMPLS = ("flex", "sdpa")
+DENSE_MASK_LIMIT = 16_384  # tokens; above this a boolean L x L mask is refused (the BlockMask path has no limit)
+BLOCK = 128  # FlexAttention block size (query and key)
+_GROUP_PAD = 3  # group id of padding positions (never allowed)
+
+FLUX1_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                 num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+                 axes_dims_rope=(16, 56, 56))
+FLUX_TINY = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                 num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, guidance_embeds=True,
+                 axes_dims_rope=(4, 6, 6))
+
+# LoRA targets of the official FLUX.1 config (peft matches the regex with re.fullmatch on module names).
+LORA_TARGETS = (r"(.*x_embedder|.*(?<!single_)transformer_blocks\.[0-9]+\.norm1\.linear"
+                r"|.*(?<!single_)transformer_blocks\.[0-9]+\.attn\.to_[qkv]"
+                r"|.*(?<!single_)transformer_blocks\.[0-9]+\.attn\.to_out\.0"
+                r"|.*(?<!single_)transformer_blocks\.[0-9]+\.ff\.net\.2"
+                r"|.*single_transformer_blocks\.[0-9]+\.(norm\.linear|proj_mlp|proj_out|attn\.to_[qkv]))")
+
+
+class ScaleDiTError(ValueError):
+    """Bad Scale-DiT input: a size off the window grid, an unknown rule set or attention mode (one line)."""
+
+
+def _need_diffusers() -> Any:
+    try:
+        import diffusers
+    except ImportError as e:  # pragma: no cover - exercised only without the extra
+        raise ImportError("scaledit needs diffusers (and peft for its LoRA): pip install 'glocal[generation]'") from e
+    return diffusers
+
+
+# ------------------------------------------------------------------------------------------------ layout
+def window_order(height: int, width: int, window: int) -> torch.Tensor:
+    """Raster indices of a height x width grid in window-first order (windows raster, raster inside each)."""
+    idx = torch.arange(height * width).view(height // window, window, width // window, window)
+    return idx.permute(0, 2, 1, 3).reshape(-1)
+
+
+def _band(n: int, r: int) -> int:
+    """Ordered pairs (i, j) in range(n) with |i - j| <= r (closed form)."""
+    return n * n if n <= r else n * (2 * r + 1) - r * (r + 1)
+
+
+@dataclass(frozen=True)
+class ScaleDiTLayout:
+    """The token layout ``[text | high-res | low-res]`` of one attention call and the rules that connect it.
+
+    ``height``/``width`` count high-res tokens; the low-res grid is ``factor`` times smaller and its windows
+    ``window // factor`` tokens wide, so both grids have the same windows. ``lowres=False`` drops the guidance
+    tokens (the dense baseline's layout).
+    """
+
+    text: int
+    height: int
+    width: int
+    window: int = 16
+    factor: int = 4
+    rules: str = "inference"
+    text_attend: str = "limited"
+    lowres: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rules not in RULES:
+            raise ScaleDiTError(f"unknown Scale-DiT rules {self.rules!r}; expected one of {', '.join(RULES)}")
+        if self.text_attend not in TEXT_ATTEND:
+            raise ScaleDiTError(f"unknown text_attend {self.text_attend!r}; expected one of {', '.join(TEXT_ATTEND)}")
+        if self.window % self.factor:
+            raise ScaleDiTError(f"window {self.window} is not a multiple of the low-res factor {self.factor}")
+        for side in (self.height, self.width):
+            if side <= 0 or side % self.window:
+                raise ScaleDiTError(f"a token grid of {self.height}x{self.width} is not a multiple of the "
+                                    f"{self.window}-token window")
+
+    @classmethod
+    def for_image(cls, side_px: int, text: int, window: int = 16, factor: int = 4, **kw: Any) -> ScaleDiTLayout:
+        """The layout of a square image of ``side_px`` pixels (FLUX: one token per 16 x 16 pixels)."""
+        unit = PATCH_PX * window
+        if side_px <= 0 or side_px % unit:
+            near = max(unit, round(side_px / unit) * unit)
+            raise ScaleDiTError(f"image side {side_px} px is not a multiple of the {window}-token window "
+                                f"({unit} px); try {near}")
+        n = side_px // PATCH_PX
+        return cls(text=text, height=n, width=n, window=window, factor=factor, **kw)
+
+    @property
+    def n_hi(self) -> int:
+        return self.height * self.width
+
+    @property
+    def lo_height(self) -> int:
+        return self.height // self.factor
+
+    @property
+    def lo_width(self) -> int:
+        return self.width // self.factor
+
+    @property
+    def n_lo(self) -> int:
+        return self.lo_height * self.lo_width if self.lowres else 0
+
+    @property
+    def lo_window(self) -> int:
+        return self.window // self.factor
+
+    @property
+    def total(self) -> int:
+        return self.text + self.n_hi + self.n_lo
+
+    @property
+    def windows(self) -> int:
+        return (self.height // self.window) * (self.width // self.window)
+
+    # ------------------------------------------------------------------- ids and permutations (outside the model)
+    def hi_order(self) -> torch.Tensor:
+        return window_order(self.height, self.width, self.window)
+
+    def lo_order(self) -> torch.Tensor:
+        return window_order(self.lo_height, self.lo_width, self.lo_window)
+
+    def image_ids(self) -> torch.Tensor:
+        """FLUX ``img_ids`` [N + M, 3] in sequence order: high-res (window-first), then low-res ids x factor."""
+        def grid(h: int, w: int, scale: int) -> torch.Tensor:
+            ids = torch.zeros(h * w, 3)
+            ids[:, 1] = torch.arange(h).repeat_interleave(w) * scale
+            ids[:, 2] = torch.arange(w).repeat(h) * scale
+            return ids
+
+        hi = grid(self.height, self.width, 1)[self.hi_order()]
+        if not self.lowres:
+            return hi
+        return torch.cat([hi, grid(self.lo_height, self.lo_width, self.factor)[self.lo_order()]])
+
+    def pack(self, hi: torch.Tensor, lo: torch.Tensor | None = None) -> torch.Tensor:
+        """Raster-ordered packed latents [B, N, C] (+ low-res [B, M, C]) -> the model's sequence order."""
+        x = hi[:, self.hi_order().to(hi.device)]
+        if self.lowres:
+            if lo is None:
+                raise ScaleDiTError("this layout has low-res guidance tokens: pass the low-res latents")
+            x = torch.cat([x, lo[:, self.lo_order().to(lo.device)]], dim=1)
+        return x
+
+    def unpack(self, out: torch.Tensor) -> torch.Tensor:
+        """The model's output [B, N (+ M), C] -> high-res tokens in raster order [B, N, C]."""
+        inv = torch.argsort(self.hi_order()).to(out.device)
+        return out[:, : self.n_hi][:, inv]
+
+    # ------------------------------------------------------------------------------------------ the rules
+    def tables(self, device: torch.device | str = "cpu", pad_to: int = 1) -> dict[str, torch.Tensor]:
+        """Per sequence position: group (0 text, 1 high-res, 2 low-res, 3 padding), grid y/x, window index,
+        position inside the group, and the training rules' shifted window coordinates; padded to ``pad_to``."""
+        n_pad = -self.total % pad_to
+        parts = {"group": [], "y": [], "x": [], "win": [], "seq": [], "sy": [], "sx": []}
+
+        def add(group: int, h: int, w: int, win: int, order: torch.Tensor | None, n: int) -> None:
+            r = order if order is not None else torch.zeros(n, dtype=torch.long)
+            y, x = (r // w, r % w) if order is not None else (r, r)
+            parts["group"].append(torch.full((n,), group))
+            parts["y"].append(y)
+            parts["x"].append(x)
+            parts["win"].append((y // win) * (max(w, 1) // win) + x // win if order is not None else r)
+            parts["seq"].append(torch.arange(n))
+            parts["sy"].append(((y + 1) % h) // win if order is not None else r)
+            parts["sx"].append(((x + 1) % w) // win if order is not None else r)
+
+        add(0, 1, 1, 1, None, self.text)
+        add(1, self.height, self.width, self.window, self.hi_order(), self.n_hi)
+        if self.lowres:
+            add(2, self.lo_height, self.lo_width, self.lo_window, self.lo_order(), self.n_lo)
+        add(_GROUP_PAD, 1, 1, 1, None, n_pad)
+        return {k: torch.cat(v).to(device=device, dtype=torch.int32) for k, v in parts.items()}
+
+    def allowed(self, t: dict[str, torch.Tensor], q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Whether query positions ``q`` may attend to key positions ``k`` (broadcastable index tensors)."""
+        gq, gk = t["group"][q], t["group"][k]
+        text_q, hi_q, lo_q = gq == 0, gq == 1, gq == 2
+        keys_of_text = (gk < 2) if self.text_attend == "limited" else (gk < _GROUP_PAD)
+        ok = text_q & keys_of_text
+        hi_hi = hi_q & (gk == 1)
+        hi_lo = hi_q & (gk == 2)
+        lo_lo = lo_q & (gk == 2)
+        if self.rules == "inference":
+            r, rl = self.window // 2, self.lo_window // 2
+            near = ((t["y"][q] - t["y"][k]).abs() <= r) & ((t["x"][q] - t["x"][k]).abs() <= r)
+            near_lo = ((t["y"][q] - t["y"][k]).abs() <= rl) & ((t["x"][q] - t["x"][k]).abs() <= rl)
+            ok = ok | (hi_q & (gk == 0)) | (hi_hi & near) | (hi_lo & ((t["win"][q] - t["win"][k]).abs() <= 1))
+            return ok | (lo_lo & near_lo)
+        area = self.window * self.window
+        shifted = (t["sy"][q] - t["sy"][k]).abs() + (t["sx"][q] - t["sx"][k]).abs() <= 1
+        ok = ok | ((gq < _GROUP_PAD) & (gk == 0)) | (hi_hi & shifted)
+        if self.n_lo <= area:
+            return ok | hi_lo | lo_lo
+        group_windows = math.ceil(self.windows / math.ceil(self.n_lo / area))
+        ok = ok | (hi_lo & (t["win"][q] // group_windows == t["seq"][k] // area))
+        last = (self.n_lo - 1) // area
+        same = t["seq"][q] // area == t["seq"][k] // area
+        return ok | (lo_lo & same & (t["seq"][q] // area != last))
+
+    def mask_rows(self, chunk: int = BLOCK, device: torch.device | str = "cpu",
+                  pad_to: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
+        """The mask ``chunk`` query rows at a time: (first row, bool [rows, L padded]); memory O(chunk * L)."""
+        t = self.tables(device, pad_to)
+        n = t["group"].numel()
+        keys = torch.arange(n, device=device)[None, :]
+        for q0 in range(0, n, chunk):
+            q = torch.arange(q0, min(q0 + chunk, n), device=device)[:, None]
+            yield q0, self.allowed(t, q, keys)
+
+    def dense_mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The boolean [L, L] mask, for the SDPA reference at small sizes; refused above DENSE_MASK_LIMIT."""
+        if self.total > DENSE_MASK_LIMIT:
+            raise ScaleDiTError(f"a dense {self.total}x{self.total} mask is refused above {DENSE_MASK_LIMIT} "
+                                "tokens; use impl='flex' (BlockMask)")
+        return torch.cat([rows for _, rows in self.mask_rows(1024, device)])
+
+    def count_pairs(self, device: torch.device | str = "cpu") -> int:
+        """Allowed query-key pairs, counted from the rules (chunked, never a dense mask)."""
+        return sum(int(rows.sum()) for _, rows in self.mask_rows(1024, device))
+
+    def pair_formula(self) -> int:
+        """Allowed query-key pairs in closed form (the attention FLOPs formula's pair count)."""
+        T, N, M, nw, area = self.text, self.n_hi, self.n_lo, self.windows, self.window ** 2
+        text = T * (T + N + (M if self.text_attend == "all" else 0))
+        if self.rules == "inference":
+            r, rl = self.window // 2, self.lo_window // 2
+            hi_hi = _band(self.height, r) * _band(self.width, r)
+            hi_lo = area * self.lo_window ** 2 * (3 * nw - 2) if M else 0
+            lo_lo = _band(self.lo_height, rl) * _band(self.lo_width, rl) if M else 0
+            return text + N * T + hi_hi + hi_lo + lo_lo
+        wh, ww = self.height // self.window, self.width // self.window
+        hi_hi = area * area * (nw + 2 * (wh * (ww - 1) + (wh - 1) * ww))
+        if M <= area:
+            return text + (N + M) * T + hi_hi + N * M + M * M
+        chunks = math.ceil(M / area)
+        group = math.ceil(nw / chunks)
+        hi_lo = sum(area * max(0, min((i + 1) * group, nw) - i * group) * min(area, M - i * area)
+                    for i in range(chunks))
+        return text + (N + M) * T + hi_hi + hi_lo + (chunks - 1) * area * area
+
+    def dense_pairs(self) -> int:
+        """Pairs of dense attention over ``[text | high-res]`` at the same size (the baseline)."""
+        return (self.text + self.n_hi) ** 2
+
+    def block_mask(self, device: torch.device | str = "cpu", block: int = BLOCK) -> Any:
+        """A FlexAttention ``BlockMask`` of the rules: block structure from chunked rows, exact mask_mod inside."""
+        from torch.nn.attention.flex_attention import BlockMask
+
+        t = self.tables(device, pad_to=block)
+        nb = t["group"].numel() // block
+        full = torch.zeros(nb, nb, dtype=torch.bool, device=device)
+        partial = torch.zeros_like(full)
+        rows_per_chunk = block * max(1, (1 << 22) // (block * nb * block))
+        for q0, rows in self.mask_rows(rows_per_chunk, device, pad_to=block):
+            b = rows.view(-1, block, nb, block)
+            any_, all_ = b.any(dim=(1, 3)), b.all(dim=(1, 3))
+            i = q0 // block
+            full[i:i + b.shape[0]] = all_
+            partial[i:i + b.shape[0]] = any_ & ~all_
+
+        def as_indices(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            order = torch.argsort((~m).to(torch.int8), dim=-1, stable=True)
+            return m.sum(-1).to(torch.int32)[None, None], order.to(torch.int32)[None, None]
+
+        layout = self
+
+        def mask_mod(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
+            return layout.allowed(t, q_idx, kv_idx)
+
+        kv_num, kv_idx = as_indices(partial)
+        full_num, full_idx = as_indices(full)
+        return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block, mask_mod=mask_mod,
+                                        seq_lengths=(self.total, self.total))
+
+
+def attention_macs(layout: ScaleDiTLayout, heads: int, head_dim: int, layers: int, dense: bool = False) -> int:
+    """Attention matmul MACs of one forward: pairs x head_dim x 2 (QK^T and PV) x heads x layers."""
+    pairs = layout.dense_pairs() if dense else layout.pair_formula()
+    return pairs * head_dim * 2 * heads * layers
+
+
+def step_macs(config: dict[str, Any], tokens: int, text: int, attn_macs: int) -> int:
+    """MACs of one transformer forward: the linear layers of every block (12 d^2 per token in both block kinds),
+    the embedders and the output projection, plus the attention matmuls (formula; AdaLN and norms omitted)."""
+    d = config["num_attention_heads"] * config["attention_head_dim"]
+    blocks = config["num_layers"] + config["num_single_layers"]
+    image = tokens - text
+    io = image * config["in_channels"] * d * 2 + text * config["joint_attention_dim"] * d
+    return tokens * 12 * d * d * blocks + io + attn_macs
+
+
+# ------------------------------------------------------------------------------------------ the processor
+@lru_cache(maxsize=1)
+def _compiled_flex() -> Any:
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _rows_linear(layer: nn.Module, x: torch.Tensor, lora: bool) -> torch.Tensor:
+    """``layer(x)``, with a peft LoRA layer's adapter switched off unless ``lora`` (its base layer alone)."""
+    if not lora and hasattr(layer, "base_layer"):
+        return layer.base_layer(x)
+    return layer(x)
+
+
+def _grouped_linear(layer: nn.Module, x: torch.Tensor, lowres: int) -> torch.Tensor:
+    """The official per-group LoRA: adapter active only on the last ``lowres`` rows (the guidance tokens)."""
+    if not lowres or not hasattr(layer, "base_layer"):
+        return layer(x)
+    return torch.cat([layer.base_layer(x[:, :-lowres]), layer(x[:, -lowres:])], dim=1)
+
+
+@dataclass
+class TokenGroups:
+    """Per-forward state shared by the processor, the patched blocks and the x_embedder hook."""
+
+    lowres: int = 0
+    lowres_temb: torch.Tensor | None = None
+
+
+class ScaleDiTAttnProcessor:
+    """Scale-DiT attention for diffusers' ``FluxAttention`` (double- and single-stream blocks alike).
+
+    Both block kinds see ``[text | image]``, so one mask serves both. ``impl="flex"`` passes a ``BlockMask``
+    through diffusers' ``flex`` backend (``compile=True`` calls a compiled ``flex_attention`` directly, which
+    is what skips the masked blocks on CPU and GPU); ``impl="sdpa"`` passes the boolean mask to native SDPA
+    (reference). Without a layout it is dense attention through the chosen implementation.
+    """
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, layout: ScaleDiTLayout | None = None, impl: str = "flex", compile: bool = False,
+                 groups: TokenGroups | None = None) -> None:
+        if impl not in IMPLS:
+            raise ScaleDiTError(f"unknown attention implementation {impl!r}; expected one of {', '.join(IMPLS)}")
+        self.impl, self.compile, self.layout, self.mask, self._masks = impl, compile, None, None, None
+        self.groups = groups if groups is not None else TokenGroups()
+        if layout is not None:
+            self.set_layout(layout)
+
+    def set_layout(self, layout: ScaleDiTLayout | None, device: torch.device | str = "cpu") -> None:
+        """Use ``layout`` from now on; its mask is built once per device (here on ``device``)."""
+        self.layout, self._masks = layout, {}
+        self.mask = self._mask_on(torch.device(device))
+
+    def _mask_on(self, device: torch.device) -> Any:
+        if self.layout is None:
+            return self.mask if getattr(self, "_masks", None) is None else None
+        key = str(device)
+        if key not in self._masks:
+            self._masks[key] = (self.layout.block_mask(device) if self.impl == "flex"
+                                else self.layout.dense_mask(device)[None, None])
+        return self._masks[key]
+
+    def _attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        if self.layout is not None and query.shape[1] != self.layout.total:
+            raise ScaleDiTError(f"the attention call has {query.shape[1]} tokens but the Scale-DiT layout has "
+                                f"{self.layout.total}; call configure() for this size")
+        mask = self._mask_on(query.device) if self.layout is not None else self.mask
+        if self.impl == "flex" and self.compile and _get_current_dispatch_mode() is None:  # counters run eager
+            q, k, v = (x.permute(0, 2, 1, 3) for x in (query, key, value))
+            return _compiled_flex()(q, k, v, block_mask=mask).permute(0, 2, 1, 3)
+        backend = "flex" if self.impl == "flex" else "native"
+        return dispatch_attention_fn(query, key, value, attn_mask=mask, backend=backend,
+                                     parallel_config=self._parallel_config)
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None,
+                 image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> Any:
+        from diffusers.models.embeddings import apply_rotary_emb
+        from diffusers.models.transformers.transformer_flux import _get_qkv_projections
+
+        query, key, value, e_query, e_key, e_value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query, key, value = (x.unflatten(-1, (-1, attn.head_dim)) for x in (query, key, value))
+        query, key = attn.norm_q(query), attn.norm_k(key)
+        if attn.added_kv_proj_dim is not None:
+            e_query, e_key, e_value = (x.unflatten(-1, (-1, attn.head_dim)) for x in (e_query, e_key, e_value))
+            query = torch.cat([attn.norm_added_q(e_query), query], dim=1)
+            key = torch.cat([attn.norm_added_k(e_key), key], dim=1)
+            value = torch.cat([e_value, value], dim=1)
+        if image_rotary_emb is not None:
+            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+        hidden_states = self._attend(query, key, value).flatten(2, 3).to(query.dtype)
+        if encoder_hidden_states is None:
+            return hidden_states
+        text = encoder_hidden_states.shape[1]
+        encoder_hidden_states, hidden_states = hidden_states[:, :text], hidden_states[:, text:]
+        hidden_states = attn.to_out[1](_grouped_linear(attn.to_out[0], hidden_states.contiguous(), self.groups.lowres))
+        return hidden_states, attn.to_add_out(encoder_hidden_states.contiguous())
+
+
+# --------------------------------------------------------------------------- per-token timestep modulation
+# The one patch: FLUX's AdaLN modulation is per sample; Scale-DiT's guidance tokens (the last ``lowres`` image
+# tokens) are modulated at t = 0 while the rest uses t. With no guidance tokens the stock forward runs.
+def _modulation(norm: nn.Module, groups: TokenGroups, temb: torch.Tensor, parts: int) -> tuple[list, list]:
+    """AdaLN parameters for the main tokens (LoRA off) and the guidance tokens (LoRA on), ``parts`` chunks each."""
+    main = _rows_linear(norm.linear, norm.silu(temb), lora=False).chunk(parts, dim=1)
+    guide = norm.linear(norm.silu(groups.lowres_temb)).chunk(parts, dim=1)
+    return list(main), list(guide)
+
+
+def _per_group(x: torch.Tensor, m: int, main: torch.Tensor, guide: torch.Tensor, op: str) -> torch.Tensor:
+    """Apply a per-sample parameter to the main rows and another to the last ``m`` rows: scale, shift or gate."""
+    def one(part: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return part * (1 + p[:, None]) if op == "scale" else part + p[:, None] if op == "shift" else part * p[:, None]
+
+    return torch.cat([one(x[:, :-m], main), one(x[:, -m:], guide)], dim=1)
+
+
+def _double_forward(self: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                    temb: torch.Tensor, image_rotary_emb: Any = None,
+                    joint_attention_kwargs: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``FluxTransformerBlock.forward`` with per-group AdaLN and per-group LoRA (image stream only)."""
+    g, m = self._scaledit_groups, self._scaledit_groups.lowres
+    if not m:
+        return self._scaledit_stock_forward(hidden_states, encoder_hidden_states, temb, image_rotary_emb,
+                                            joint_attention_kwargs)
+    a, b = _modulation(self.norm1, g, temb, 6)  # shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
+    x = self.norm1.norm(hidden_states)
+    x = _per_group(_per_group(x, m, a[1], b[1], "scale"), m, a[0], b[0], "shift")
+    ctx, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(encoder_hidden_states, emb=temb)
+    attn_out, ctx_out = self.attn(hidden_states=x, encoder_hidden_states=ctx, image_rotary_emb=image_rotary_emb,
+                                  **(joint_attention_kwargs or {}))
+    hidden_states = hidden_states + _per_group(attn_out, m, a[2], b[2], "gate")
+    x = self.norm2(hidden_states)
+    x = _per_group(_per_group(x, m, a[4], b[4], "scale"), m, a[3], b[3], "shift")
+    for layer in self.ff.net[:2]:
+        x = layer(x)
+    x = _grouped_linear(self.ff.net[2], x, m)
+    for layer in self.ff.net[3:]:
+        x = layer(x)
+    hidden_states = hidden_states + _per_group(x, m, a[5], b[5], "gate")
+    encoder_hidden_states = encoder_hidden_states + c_gate_msa.unsqueeze(1) * ctx_out
+    ctx = self.norm2_context(encoder_hidden_states) * (1 + c_scale_mlp[:, None]) + c_shift_mlp[:, None]
+    encoder_hidden_states = encoder_hidden_states + c_gate_mlp.unsqueeze(1) * self.ff_context(ctx)
+    if encoder_hidden_states.dtype == torch.float16:
+        encoder_hidden_states = encoder_hidden_states.clip(-65504, 65504)
+    return encoder_hidden_states, hidden_states
+
+
+def _single_forward(self: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                    temb: torch.Tensor, image_rotary_emb: Any = None,
+                    joint_attention_kwargs: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``FluxSingleTransformerBlock.forward`` with per-group AdaLN and per-group LoRA."""
+    g, m = self._scaledit_groups, self._scaledit_groups.lowres
+    if not m:
+        return self._scaledit_stock_forward(hidden_states, encoder_hidden_states, temb, image_rotary_emb,
+                                            joint_attention_kwargs)
+    text = encoder_hidden_states.shape[1]
+    residual = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+    a, b = _modulation(self.norm, g, temb, 3)  # shift, scale, gate
+    x = _per_group(_per_group(self.norm.norm(residual), m, a[1], b[1], "scale"), m, a[0], b[0], "shift")
+    mlp = self.act_mlp(_grouped_linear(self.proj_mlp, x, m))
+    attn_out = self.attn(hidden_states=x, image_rotary_emb=image_rotary_emb, **(joint_attention_kwargs or {}))
+    out = _grouped_linear(self.proj_out, torch.cat([attn_out, mlp], dim=2), m)
+    hidden_states = residual + _per_group(out, m, a[2], b[2], "gate")
+    if hidden_states.dtype == torch.float16:
+        hidden_states = hidden_states.clip(-65504, 65504)
+    return hidden_states[:, :text], hidden_states[:, text:]
+
+
+def enable_token_modulation(transformer: nn.Module, groups: TokenGroups) -> None:
+    """Give every block of a stock FLUX transformer the per-group forward above (instance-level, reversible)."""
+    for blocks, fn in ((transformer.transformer_blocks, _double_forward),
+                       (transformer.single_transformer_blocks, _single_forward)):
+        for block in blocks:
+            if not hasattr(block, "_scaledit_stock_forward"):
+                block._scaledit_stock_forward = block.forward
+            block._scaledit_groups = groups
+            block.forward = MethodType(fn, block)
+
+
+# ------------------------------------------------------------------------------------------------ the model
+@dataclass
+class _Config:
+    attention: str = "dense-sdpa"
+    layout: ScaleDiTLayout | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class ScaleDiTTransformer(nn.Module):
+    """diffusers' ``FluxTransformer2DModel`` (unmodified, as ``.transformer``) with Scale-DiT attention.
+
+    :meth:`configure` picks the attention (``scaledit``, ``dense-sdpa``, ``dense-flex``) and the image side;
+    :meth:`make_inputs` builds a step's keyword inputs in the model's token order; ``forward`` is one
+    denoising step. The LoRA, when loaded, is active only with guidance tokens (as in the official code).
+    """
+
+    attentions = ATTENTIONS  # the first is this model's own attention (the generation task's default)
+
+    def __init__(self, config: dict[str, Any], window: int = 16, factor: int = 4, ntk_factor: float = 10.0,
+                 text_tokens: int = 512, **overrides: Any) -> None:
+        super().__init__()
+        from diffusers import FluxTransformer2DModel
+
+        self.transformer = FluxTransformer2DModel(**{**config, **overrides})
+        self.window, self.factor, self.ntk_factor, self.text_tokens = window, factor, ntk_factor, text_tokens
+        self.base_theta = self.transformer.pos_embed.theta
+        self.groups = TokenGroups()
+        self.state = _Config()
+        self.lora_loaded = False
+        enable_token_modulation(self.transformer, self.groups)
+
+    @property
+    def config(self) -> Any:
+        return self.transformer.config
+
+    def layout(self, side_px: int, text: int | None = None, **kw: Any) -> ScaleDiTLayout:
+        return ScaleDiTLayout.for_image(side_px, self.text_tokens if text is None else text, self.window,
+                                        self.factor, **kw)
+
+    def configure(self, side_px: int, attention: str = "scaledit", impl: str = "flex", rules: str = "inference",
+                  text_attend: str = "limited", compile_flex: bool = False, text: int | None = None,
+                  device: torch.device | str | None = None, frames: int = 1) -> ScaleDiTLayout:
+        """Install the processor of ``attention`` for square images of ``side_px``; returns the token layout.
+        ``compile_flex`` calls a compiled ``flex_attention`` (eager flex materialises the scores on CPU)."""
+        if frames != 1:
+            raise ScaleDiTError(f"scaledit generates images: frames must be 1, got {frames}")
+        if attention not in ATTENTIONS:
+            raise ScaleDiTError(f"unknown attention mode {attention!r}; expected one of {', '.join(ATTENTIONS)}")
+        from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+
+        scaledit = attention == "scaledit"
+        layout = self.layout(side_px, text, rules=rules, text_attend=text_attend, lowres=scaledit)
+        device = device or next(self.parameters()).device
+        if attention == "dense-sdpa":
+            self.transformer.set_attn_processor(FluxAttnProcessor())
+        else:
+            proc = ScaleDiTAttnProcessor(None, "flex" if attention == "dense-flex" else impl, compile_flex, self.groups)
+            proc.set_layout(layout if scaledit else None, device)
+            self.transformer.set_attn_processor(proc)
+        self.transformer.pos_embed.theta = self.base_theta * (self.ntk_factor if scaledit else 1.0)
+        self.state = _Config(attention, layout, dict(impl=impl, rules=rules, compile=compile_flex))
+        return layout
+
+    def generation_workload(self) -> dict[str, Any]:
+        """Tokens by group, the fraction of query-key pairs computed, and attention and step GMACs (formula)."""
+        layout, c = self.state.layout, dict(self.config)
+        if layout is None:
+            raise ScaleDiTError("call configure(side_px, attention=...) first")
+        dense = self.state.attention != "scaledit"
+        blocks = c["num_layers"] + c["num_single_layers"]
+        attn = attention_macs(layout, c["num_attention_heads"], c["attention_head_dim"], blocks, dense=dense)
+        pairs = layout.dense_pairs() if dense else layout.pair_formula()
+        return {"attention": self.state.attention, "rules": None if dense else layout.rules,
+                "tokens": {"text": layout.text, "high_res": layout.n_hi, "low_res": layout.n_lo,
+                           "total": layout.total},
+                "pair_fraction": pairs / layout.total ** 2, "attention_gmacs": attn / 1e9,
+                "step_gmacs": step_macs(c, layout.total, layout.text, attn) / 1e9, "macs_source": "formula"}
+
+    def glocal_macs(self, inputs: tuple, output: Any) -> int:
+        """MACs of one step from the formula (the dispatcher counter would count masked flex blocks as dense)."""
+        return int(self.generation_workload()["step_gmacs"] * 1e9 * output.shape[0])
+
+    def make_pipeline(self, path: str | Path, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.bfloat16) -> ScaleDiTPipeline:
+        """The two-stage pipeline on a local diffusers FLUX.1-dev folder's VAE, text encoders and scheduler
+        (this model's transformer replaces the folder's; nothing is downloaded)."""
+        from diffusers import FluxPipeline
+
+        if not Path(path).is_dir():
+            raise ScaleDiTError(f"FLUX pipeline folder not found: {path}")
+        pipe = FluxPipeline.from_pretrained(str(path), transformer=self.transformer, torch_dtype=dtype,
+                                            local_files_only=True).to(device)
+        return ScaleDiTPipeline(pipe, self)
+
+    def make_inputs(self, batch: int = 1, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                    timestep: float = 0.5, guidance: float = 3.5, seed: int = 0) -> dict[str, Any]:
+        """Random keyword inputs of one denoising step at the configured size (latents, text, t, ids)."""
+        layout = self.state.layout
+        if layout is None:
+            raise ScaleDiTError("call configure(side_px, attention=...) before make_inputs")
+        g = torch.Generator().manual_seed(seed)
+        c = self.config
+        latents = torch.randn(batch, layout.n_hi + layout.n_lo, c.in_channels, generator=g)
+        text = torch.randn(batch, layout.text, c.joint_attention_dim, generator=g)
+        pooled = torch.randn(batch, c.pooled_projection_dim, generator=g)
+        put = dict(device=device, dtype=dtype)
+        out = dict(hidden_states=latents.to(**put), encoder_hidden_states=text.to(**put),
+                   pooled_projections=pooled.to(**put), timestep=torch.full((batch,), timestep, **put),
+                   img_ids=layout.image_ids().to(**put), txt_ids=torch.zeros(layout.text, 3, **put))
+        if c.guidance_embeds:
+            out["guidance"] = torch.full((batch,), guidance, **put)
+        return out
+
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                pooled_projections: torch.Tensor, timestep: torch.Tensor, img_ids: torch.Tensor,
+                txt_ids: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """One step; returns the velocity of every image token in sequence order [B, N (+ M), C]."""
+        layout = self.state.layout
+        m = layout.n_lo if layout is not None else 0
+        lowres_temb = None
+        if m:
+            t0 = torch.zeros_like(timestep).to(hidden_states.dtype)
+            args = (t0,) if guidance is None else (t0, guidance.to(hidden_states.dtype) * 1000)
+            lowres_temb = self.transformer.time_text_embed(*args, pooled_projections)
+        self.groups.lowres, self.groups.lowres_temb = m, lowres_temb
+        try:
+            with self._lora_off(not m):
+                return self.transformer(hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states,
+                                        pooled_projections=pooled_projections, timestep=timestep, img_ids=img_ids,
+                                        txt_ids=txt_ids, guidance=guidance, return_dict=False)[0]
+        finally:
+            self.groups.lowres, self.groups.lowres_temb = 0, None
+
+    @contextmanager
+    def _lora_off(self, off: bool) -> Iterator[None]:
+        if not (off and self.lora_loaded):
+            yield
+            return
+        self.transformer.disable_lora()
+        try:
+            yield
+        finally:
+            self.transformer.enable_lora()
+
+    def glocal_backends(self) -> dict[str, str]:
+        """Recorded with results: the attention and its implementation."""
+        s = self.state
+        return {"attention": s.attention, "impl": "FluxAttnProcessor (native SDPA)" if s.attention == "dense-sdpa"
+                else f"ScaleDiTAttnProcessor ({s.options.get('impl')}, compile={s.options.get('compile')})",
+                "rules": s.options.get("rules", "")}
+
+
+# ------------------------------------------------------------------------------------------------ the LoRA
+def lora_layout(transformer: nn.Module, rank: int = 16, prefix: str = "transformer.") -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of the official LoRA file for this host (``lora_A`` [r, in], ``lora_B`` [out, r])."""
+    import re
+
+    pattern = re.compile(LORA_TARGETS)
+    out: dict[str, tuple[int, ...]] = {}
+    for name, module in transformer.named_modules():
+        if isinstance(module, nn.Linear) and pattern.fullmatch(name):
+            out[f"{prefix}{name}.lora_A.weight"] = (rank, module.in_features)
+            out[f"{prefix}{name}.lora_B.weight"] = (module.out_features, rank)
+    return dict(sorted(out.items()))
+
+
+def load_lora(model: ScaleDiTTransformer, source: str | Path | dict[str, torch.Tensor],
+              adapter_name: str = "scaledit") -> None:
+    """Load the official Scale-DiT LoRA strictly (every key used, none missing) through diffusers' peft loading.
+
+    The file is ``pytorch_lora_weights.safetensors`` as written by ``FluxPipeline.save_lora_weights``; rank
+    comes from the tensors, alpha = rank (no metadata), so the scale is 1 as in the official run.
+    """
+    from peft.utils import get_peft_model_state_dict
+
+    if isinstance(source, dict):
+        state_dict = dict(source)
+    else:
+        from safetensors.torch import load_file
+
+        state_dict = load_file(str(source))
+    keys = [k for k in state_dict if k.endswith("lora_A.weight")]
+    if not keys:
+        raise CheckpointError("not a Scale-DiT LoRA: no '*.lora_A.weight' tensors")
+    rank = state_dict[keys[0]].shape[0]
+    expected = lora_layout(model.transformer, rank)
+    got = {k: tuple(v.shape) for k, v in state_dict.items()}
+    if got != expected:
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        shape = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+        raise CheckpointError(f"LoRA does not match this host: {len(missing)} missing (e.g. {missing[:1]}), "
+                              f"{len(extra)} unexpected (e.g. {extra[:1]}), {len(shape)} of another shape "
+                              f"(e.g. {shape[:1]})")
+    model.transformer.load_lora_adapter(state_dict, prefix="transformer", adapter_name=adapter_name)
+    loaded = get_peft_model_state_dict(model.transformer, adapter_name=adapter_name)
+    if {f"transformer.{k}" for k in loaded} != set(expected):
+        raise CheckpointError("diffusers/peft did not use every LoRA tensor (adapter key set differs)")
+    model.transformer.x_embedder.register_forward_hook(_x_embedder_group_hook(model.groups))
+    model.lora_loaded = True
+
+
+def _x_embedder_group_hook(groups: TokenGroups) -> Any:
+    """x_embedder's LoRA acts on the guidance tokens only: recompute the other rows with the base layer."""
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        m = groups.lowres
+        if not m or not hasattr(module, "base_layer"):
+            return output
+        return torch.cat([module.base_layer(args[0][:, :-m]), output[:, -m:]], dim=1)
+
+    return hook
+
+
+# ---------------------------------------------------------------------------------------------- registry
+def _build(config: str = "flux1_dev", **kwargs: Any) -> ScaleDiTTransformer:
+    _need_diffusers()
+    return ScaleDiTTransformer(FLUX1_DEV if config == "flux1_dev" else FLUX_TINY, **kwargs)
+
+
+_build.attentions = ATTENTIONS  # read by the generation task before anything is built
+
+
+def _detect_layout(state_dict: dict) -> str:
+    """``diffusers``: a FluxTransformer2DModel state dict (keys without our ``transformer.`` prefix)."""
+    return "official" if all(k.startswith("transformer.") for k in state_dict) else "diffusers"
+
+
+def _convert(state_dict: dict, layout: str) -> dict:
+    if layout == "diffusers":
+        return {f"transformer.{k}": v for k, v in state_dict.items()}
+    return state_dict
+
+
+# Paper numbers. Efficiency: the v4 repository README bar chart (FLUX.1-dev-based methods, 4096 x 4096, GPU not
+# stated) and its 1K-8K scaling figure (vs FLUX with FlashAttention-2). Quality: the v1-era README table at
+# 4096 x 4096 (prompt set and FID reference set unpublished, so not reproducible here).
+_PAPER = (
+    PaperMetric("4096x4096 (reported)", "seconds_per_step", 7.81, "Scale-DiT, v4 README bar chart, GPU not stated"),
+    PaperMetric("4096x4096 (reported)", "seconds_per_step_dense", 17.89, "dense FLUX.1-dev, same chart (2.29x)"),
+    PaperMetric("4096x4096 (reported)", "seconds_per_image", 152.21, "Scale-DiT, both stages, same chart"),
+    PaperMetric("4096x4096 (reported)", "seconds_per_image_dense", 536.79, "dense FLUX.1-dev, same chart"),
+    PaperMetric("4096x4096 (reported)", "peak_memory_gb", 39.71, "Scale-DiT, same chart"),
+    PaperMetric("4096x4096 (reported)", "peak_memory_gb_dense", 47.83, "dense FLUX.1-dev, same chart"),
+    PaperMetric("8192x8192 (reported)", "speedup_per_step", 6.93, "vs FLUX + FlashAttention-2, v4 scaling figure"),
+    PaperMetric("8192x8192 (reported)", "speedup_per_image", 10.77, "vs FLUX + FlashAttention-2, v4 scaling figure"),
+    PaperMetric("8192x8192 (reported)", "attention_flops_reduction_per_layer", 130.4, "v4 scaling figure"),
+    PaperMetric("4096x4096 (reported, prompt set unpublished)", "fid", 67.03, "v1 README table"),
+    PaperMetric("4096x4096 (reported, prompt set unpublished)", "fid_patch", 61.78, "v1 README table"),
+    PaperMetric("4096x4096 (reported, prompt set unpublished)", "is", 17.21, "v1 README table"),
+    PaperMetric("4096x4096 (reported, prompt set unpublished)", "is_patch", 13.31, "v1 README table"),
+    PaperMetric("4096x4096 (reported, prompt set unpublished)", "clip_score", 0.3231, "v1 README table, raw cosine"),
+    PaperMetric("4096x4096 (reported, prompt set unpublished)", "clip_iqa", 0.4505, "v1 README table"),
+)
+
+register(ModelCard(
+    family="scaledit", display_name="Scale-DiT", task="generation",
+    paper_title="Scale-DiT: Ultra-High-Resolution Image Generation with Hierarchical Local Attention "
+                "(later renamed UltraGen / UltraImageGen)",
+    arxiv_id="2510.16325", official_repo="https://github.com/PeterYYZhang/Scale-DiT",
+    license="code MIT; FLUX.1-dev base weights under the FLUX.1 [dev] non-commercial licence",
+    aliases=("scale-dit", "2510.16325"),
+    description="FLUX.1-dev (diffusers FluxTransformer2DModel, unmodified) with 16x16-token windows, clean "
+                "low-res guidance tokens at t=0 with x4-scaled RoPE anchors and text tokens as global hubs, run "
+                "as a FlexAttention BlockMask; a dense low-res pass first, then the sparse high-res pass.",
+    convert_state_dict=_convert, detect_layout=_detect_layout, default_variant="scaledit_tiny",
+    variants=(
+        Variant(name="scaledit_flux1_dev", builder=_build,
+                kwargs=dict(config="flux1_dev", window=16, factor=4, ntk_factor=10.0, text_tokens=512),
+                params=11_901_408_320, paper_metrics=_PAPER, resolution_multiple=PATCH_PX * 16,
+                resolutions=(1024, 2048, 4096, 8192),
+                preprocessing=Preprocessing(input_size=(3, 1024, 1024), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                            crop_pct=1.0),
+                notes="Host: FLUX.1-dev shape (19 double + 38 single blocks, 24 heads x 128). Base weights: load "
+                      "a diffusers FLUX.1-dev transformer file (weights=PATH); the official rank-16 LoRA "
+                      "(checkpoints/full_lora/pytorch_lora_weights.safetensors, Google Drive / HF dataset "
+                      "yuyao-zhang/Scale-DiT) loads with glocal.zoo.models.scaledit.load_lora. FlexAttention "
+                      "replaces the authors' SpargeAttn/SageAttention2 kernel (not on PyPI): timings differ."),
+        Variant(name="scaledit_tiny", builder=_build,
+                kwargs=dict(config="tiny", window=4, factor=2, ntk_factor=10.0, text_tokens=8),
+                resolution_multiple=PATCH_PX * 4, resolutions=(256, 512),
+                preprocessing=Preprocessing(input_size=(3, 256, 256), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                            crop_pct=1.0),
+                notes="A tiny FLUX (1 double + 1 single block, 2 heads x 16, 4-token windows, low-res factor 2) "
+                      "for CPU tests; random weights only."),
+    ),
+))
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+class ScaleDiTPipeline:
+    """The two-stage Scale-DiT pipeline on a diffusers ``FluxPipeline``'s components (VAE, text encoders,
+    tokenizers, scheduler) and a :class:`ScaleDiTTransformer` sharing its transformer.
+
+    1. dense low-res pass at ``side / factor`` (the stock FLUX pipeline, LoRA off);
+    2. bicubic upsampling of the low-res latent to the high-res latent grid;
+    3. re-noising to the first high-res timestep (SDEdit-like, ``renoise=True``) or pure noise;
+    4. the high-res pass with the Scale-DiT processor, the clean low-res latent appended as guidance tokens;
+    5. VAE decode.
+    """
+
+    def __init__(self, pipe: Any, model: ScaleDiTTransformer) -> None:
+        if pipe.transformer is not model.transformer:
+            raise ScaleDiTError("the FluxPipeline must hold the ScaleDiTTransformer's own .transformer")
+        self.pipe, self.model = pipe, model
+
+    def _latents_to_image(self, packed: torch.Tensor, side: int, output_type: str) -> Any:
+        p = self.pipe
+        x = p._unpack_latents(packed, side, side, p.vae_scale_factor)
+        x = x / p.vae.config.scaling_factor + p.vae.config.shift_factor
+        return p.image_processor.postprocess(p.vae.decode(x, return_dict=False)[0], output_type=output_type)
+
+    def _upsample(self, packed: torch.Tensor, low: int, side: int) -> torch.Tensor:
+        p = self.pipe
+        x = p._unpack_latents(packed, low, low, p.vae_scale_factor)
+        n = 2 * (side // (p.vae_scale_factor * 2))
+        x = F.interpolate(x.float(), size=(n, n), mode="bicubic", align_corners=False).to(packed.dtype)
+        return p._pack_latents(x, x.shape[0], x.shape[1], n, n)
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | list[str], side: int, steps_low: int = 28, steps_high: int = 18,
+                 guidance_low: float = 3.5, guidance_high: float = 4.5, time_shift: float = 10.0,
+                 renoise: bool = True, seed: int = 0, impl: str = "flex", rules: str = "inference",
+                 output_type: str = "pil") -> Any:
+        from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
+
+        p, model = self.pipe, self.model
+        layout = model.layout(side)  # validates the side before any work
+        low = side // model.factor
+        device = p._execution_device
+        text, pooled, _ = p.encode_prompt(prompt=prompt, prompt_2=None, device=device,
+                                          max_sequence_length=p.tokenizer_2.model_max_length)
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        model.configure(low, "dense-sdpa", text=text.shape[1])
+        with model._lora_off(True):
+            lowres = p(prompt_embeds=text, pooled_prompt_embeds=pooled, height=low, width=low,
+                       num_inference_steps=steps_low, guidance_scale=guidance_low, generator=g,
+                       output_type="latent", max_sequence_length=text.shape[1]).images
+        up = self._upsample(lowres, low, side)
+        layout = model.configure(side, "scaledit", impl=impl, rules=rules, text=text.shape[1], device=device)
+        sigmas = torch.linspace(1.0, 1.0 / steps_high, steps_high).numpy()
+        extra = {"mu": math.log(time_shift)} if p.scheduler.config.get("use_dynamic_shifting") else {}
+        timesteps, _ = retrieve_timesteps(p.scheduler, steps_high, device, sigmas=sigmas, **extra)
+        noise = torch.randn(up.shape, generator=g).to(device=device, dtype=up.dtype)
+        s0 = float(p.scheduler.sigmas[0])
+        x = (1 - s0) * up + s0 * noise if renoise else noise
+        ids, batch = layout.image_ids().to(device), x.shape[0]
+        guidance = torch.full((batch,), guidance_high, device=device) if model.config.guidance_embeds else None
+        for t in timesteps:
+            v = model(hidden_states=layout.pack(x, lowres), encoder_hidden_states=text, pooled_projections=pooled,
+                      timestep=(t / 1000).expand(batch).to(x.dtype), img_ids=ids,
+                      txt_ids=torch.zeros(text.shape[1], 3, device=device), guidance=guidance)
+            x = p.scheduler.step(layout.unpack(v), t, x, return_dict=False)[0]
+        return self._latents_to_image(x, side, output_type)
