@@ -155,7 +155,7 @@ def _run_point(args: argparse.Namespace, shape: str, model: str, frames: int, si
 
 def sweep(args: argparse.Namespace, shape: str, frames: list[int], size: tuple[int, int]) -> list[dict]:
     """All points of one shape: per frame count VGGT then FlashVGGT; a model stops at its first failure."""
-    from glocal.benchmarks.progress import track
+    from glocal.progress import track
 
     rows: list[dict] = []
     stopped: dict[str, str] = {}

@@ -127,7 +127,7 @@ def _read_frames(paths: tuple[str, ...]) -> torch.Tensor:
 def evaluate_poses(model: torch.nn.Module, sequences: list, ctx: Any) -> dict[str, Any]:
     """Relative-pose errors of every pair of every sequence pooled, then RRA/RTA@t and AUC@30/15/5/3."""
     from glocal.benchmarks.metrics.multiview import pose_auc, relative_pose_errors
-    from glocal.benchmarks.progress import track
+    from glocal.progress import track
     from glocal.zoo.models.vggt import pose_encoding_to_extri_intri
 
     r_all, t_all = [], []
