@@ -347,3 +347,26 @@ def test_microbench_arguments_and_workload() -> None:
     assert work["global_kv"] == 10 * 113 + 28 * 37 and work["tokens"] == 10 * 1041
     assert mb.workload("1b", "vggt", 10, (392, 518))["global_kv"] == 10 * 1041
     assert mb.main(["--shape", "bogus"]) == 2
+
+
+def test_attention_macs_formula_equals_the_counted_math_kernel(tiny_vggt: V.VGGT) -> None:
+    """The attention modules' ``glocal_macs`` equals what the FLOP counter sees on SDPA's math backend (it sees
+    nothing of the CPU flash kernel), for VGGT and for FlashVGGT's descriptor keys."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from glocal.benchmarks import compute
+
+    flash = _flash_from(tiny_vggt, FV.FlashConfig(kv_downfactor=2, keyframe_every=2, compressed=(1, 2)))
+    x = torch.rand(1, 4, 3, 56, 56)
+    for model in (tiny_vggt, flash):
+        formula = compute.count_macs(model, call=lambda m=model: m(x))
+        with sdpa_kernel(SDPBackend.MATH):
+            for mod in model.modules():  # counting without the formula: the counter alone on the math kernel
+                if isinstance(mod, V.RopeAttention):
+                    mod.glocal_macs = None
+            counted = compute.count_macs(model, call=lambda m=model: m(x))
+            for mod in model.modules():
+                if isinstance(mod, V.RopeAttention):
+                    del mod.glocal_macs
+        assert formula["formula_gmacs"] > 0 and counted["formula_gmacs"] == 0
+        assert formula["gmacs"] == pytest.approx(counted["gmacs"], rel=1e-12)

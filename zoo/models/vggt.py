@@ -120,7 +120,10 @@ class RopeAttention(Attention):
     """timm's attention with VGGT's 2D RoPE after QK-norm; keys/values may come from other states (``kv``)."""
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None, kv: torch.Tensor | None = None,
-                kv_pos: torch.Tensor | None = None) -> torch.Tensor:
+                kv_pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        if attn_mask is not None or is_causal:  # timm's Block passes these; VGGT never masks
+            raise ValueError("VGGT attention takes no mask")
         B, N, C = x.shape
         h, d = self.num_heads, self.head_dim
         if kv is None:  # the official fused path, bit for bit
@@ -135,6 +138,14 @@ class RopeAttention(Attention):
             q, k = apply_rope2d(q, pos), apply_rope2d(k, kv_pos)
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+    def glocal_macs(self, inputs: tuple, output: torch.Tensor) -> int:
+        """Exact multiply-adds (projections + QK^T + AV): the FLOP counter sees no CPU flash-attention kernel."""
+        x = inputs[0]
+        kv = inputs[2] if len(inputs) > 2 and inputs[2] is not None else x
+        B, N, C = x.shape
+        M = kv.shape[1]
+        return B * (N * C * C + M * C * 2 * C + 2 * N * M * C + N * C * C)
 
 
 class RopeBlock(Block):
@@ -175,8 +186,8 @@ class DinoV2Encoder(nn.Module):
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=PATCH, in_chans=3, embed_dim=dim,
                                       strict_img_size=False)
         norm = partial(nn.LayerNorm, eps=1e-6)
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, init_values=1.0, norm_layer=norm)
-                                    for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, init_values=1.0, norm_layer=norm,
+                                          attn_layer=RopeAttention) for _ in range(depth))  # no positions: plain
         self.norm = norm(dim)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
@@ -303,7 +314,7 @@ class CameraHead(nn.Module):
     def __init__(self, dim: int, depth: int = 4, heads: int = 16):
         super().__init__()
         self.trunk = nn.Sequential(*[Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, init_values=0.01,
-                                           norm_layer=nn.LayerNorm) for _ in range(depth)])
+                                           norm_layer=nn.LayerNorm, attn_layer=RopeAttention) for _ in range(depth)])
         self.token_norm = nn.LayerNorm(dim)
         self.trunk_norm = nn.LayerNorm(dim)
         self.empty_pose_tokens = nn.Parameter(torch.zeros(1, 1, 9))
