@@ -30,6 +30,14 @@ class TaskError(ValueError):
     """Bad input for a task: a resolution it cannot take, an unknown or missing dataset (one line)."""
 
 
+def positive_int(text: str) -> int:
+    """A :class:`TaskOption` parser: a positive integer (``frames``, ``prompt`` ...)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
 @dataclass(frozen=True)
 class TaskOption:
     """A task-specific setting (``--opt name=value``, or a sweep axis such as ``--frames``): how to parse it

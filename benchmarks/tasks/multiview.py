@@ -25,16 +25,10 @@ from glocal.benchmarks.tasks import (
     Task,
     TaskError,
     TaskOption,
+    positive_int,
     register_evaluator,
     register_task,
 )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be a positive integer")
-    return value
 
 
 def default_height(width: int) -> int:
@@ -45,9 +39,9 @@ def default_height(width: int) -> int:
 class MultiviewTask(Task):
     name = "multiview"
     options = {
-        "frames": TaskOption(_positive, default=8, help="frames per forward (sweep with --frames 8,32,100)"),
-        "height": TaskOption(_positive, help="frame height in pixels (default: 3/4 of the width, multiple of 14)"),
-        "chunk": TaskOption(_positive, help="frames per chunk of a streaming model (default: the model's)"),
+        "frames": TaskOption(positive_int, default=8, help="frames per forward (sweep with --frames 8,32,100)"),
+        "height": TaskOption(positive_int, help="frame height in pixels (default: 3/4 of the width, multiple of 14)"),
+        "chunk": TaskOption(positive_int, help="frames per chunk of a streaming model (default: the model's)"),
     }
 
     def check_options(self, card: Any, variant: Any, options: dict[str, Any]) -> dict[str, Any]:
