@@ -121,7 +121,7 @@ def _stop_rule(device: str, overrides: dict[str, float | int | None]) -> dict[st
     return rule
 
 
-@app.command()
+@app.command()  # long only in its option declarations: the body is a few lines (typer needs them in one place)
 def run(
     model: Annotated[list[str], typer.Option("--model", "-m", help="family or variant, repeatable")],
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N")] = "cpu",
