@@ -144,9 +144,18 @@ def _mask_group(layers: list[Layer], amount: float) -> float:
     for (_, layer), s in zip(layers, scores, strict=True):
         mask = ~prune_flat[start:start + s.numel()].view_as(s)
         start += s.numel()
-        prune.custom_from_mask(layer, "weight", mask.to(layer.weight.dtype))
-        prune.remove(layer, "weight")
+        _masked(layer, lambda mod, m=mask: prune.custom_from_mask(mod, "weight", m.to(mod.weight.dtype)))
     return float(threshold)
+
+
+def _masked(layer: nn.Module, make_mask: Callable[[nn.Module], Any]) -> None:
+    """Apply a ``torch.nn.utils.prune`` mask and make it permanent, keeping the parameter order: ``prune``
+    re-registers ``weight`` after ``bias``, which would change the state dict's key order (checkpoints are
+    compared key by key, in order)."""
+    order = list(layer._parameters)
+    make_mask(layer)
+    prune.remove(layer, "weight")
+    layer._parameters = type(layer._parameters)((k, layer._parameters[k]) for k in order)
 
 
 def _refuse_2to4_here(model: nn.Module) -> None:
@@ -193,8 +202,7 @@ def magnitude(model: nn.Module, ratio: float) -> dict[str, Any]:
     for layers in module_groups(model).values():
         for _, layer in layers:
             if r > 0:
-                prune.l1_unstructured(layer, "weight", amount=r)
-                prune.remove(layer, "weight")
+                _masked(layer, lambda mod: prune.l1_unstructured(mod, "weight", amount=r))
     return {"method": "magnitude", "pattern": "unstructured", "ratios": dict.fromkeys(MODULES, r)}
 
 
