@@ -1,6 +1,7 @@
 """Result records and their store.
 
-A record is one JSON object per measurement cell (schema: ``benchmarks/schema/record.schema.json``).
+A record is one JSON object per measurement cell (schema: ``benchmarks/schema/record.schema.json``; built and
+validated by :mod:`glocal.record`).
 The default store is SQLite under the user data directory (``GLOCAL_STORE`` or ``--store`` override):
 each record is inserted in its own transaction (a crash leaves no half record), WAL mode and a busy
 timeout let concurrent runs append safely. Records are append-only: nothing updates or deletes them.
@@ -16,13 +17,10 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "oom", "error", "skipped")
+from glocal.record import validate_record
 
 
 class StoreError(RuntimeError):
@@ -36,46 +34,6 @@ def default_store_path() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("glocal", appauthor=False)) / "results.sqlite"
-
-
-def schema() -> dict[str, Any]:
-    return json.loads(files("glocal.benchmarks").joinpath("schema/record.schema.json").read_text())
-
-
-def validate_record(record: dict[str, Any]) -> None:
-    """Check the fields every consumer relies on (a light, dependency-free subset of the JSON schema)."""
-    s = schema()
-    missing = [k for k in s["required"] if k not in record]
-    if missing:
-        raise ValueError(f"record lacks {', '.join(missing)}")
-    if record["schema_version"] != SCHEMA_VERSION:
-        raise ValueError(f"record schema_version {record['schema_version']} != {SCHEMA_VERSION}")
-    if record["status"] not in STATUSES:
-        raise ValueError(f"record status {record['status']!r} not in {STATUSES}")
-    for key in ("model", "weights", "settings", "environment"):
-        sub = s["properties"][key]
-        for req in sub.get("required", []):
-            if req not in record[key]:
-                raise ValueError(f"record {key} lacks {req}")
-    if record["weights"]["source"] == "random" and record.get("metrics"):
-        quality = set(record["metrics"]) - {"num_samples"}
-        if quality:
-            raise ValueError("a random-weights record cannot carry quality metrics")
-
-
-def new_record(**fields: Any) -> dict[str, Any]:
-    """A record with id, schema version and timestamp filled in."""
-    rec = {
-        "schema_version": SCHEMA_VERSION,
-        "id": str(uuid.uuid4()),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "status": "ok",
-        "error": None,
-        "metrics": {},
-        "notes": [],
-    }
-    rec.update(fields)
-    return rec
 
 
 _BUSY_SECONDS = 30.0
