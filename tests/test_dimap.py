@@ -228,3 +228,145 @@ def test_official_format_checkpoint_loads_through_timms_filter_with_its_sparsity
     report = D.sparsity_report(loaded)
     assert {m: v["sparsity"] for m, v in report["modules"].items()} == {"qkv": 0.25, "proj": 0.25, "mlp": 0.25}
     assert report["nonzero_params"] == report["params"] - report["prunable_params"] // 4
+
+
+# ---- the harness: --method dimap / magnitude -------------------------------------------------------------------
+
+def test_method_parameters_are_parsed_and_checked_in_one_line():
+    from glocal.zoo.methods import MethodError, parse_method
+
+    assert parse_method("dimap:ratio=0.35") == {"name": "dimap", "params": {"ratio": 0.35,
+                                                                            "pattern": "unstructured"}}
+    assert parse_method("dimap:ratio=0.2,mlp=0.5")["params"]["mlp"] == 0.5
+    assert parse_method("magnitude:ratio=0.1") == {"name": "magnitude", "params": {"ratio": 0.1}}
+    for text, message in [("dimap:ratio=1", "ratio=1: must be in [0, 1)"), ("dimap:ratio=x", "bad value 'x'"),
+                          ("dimap:pattern=1:2", "must be one of unstructured, 2:4"),
+                          ("dimap:depth=3", "has no parameter depth")]:
+        with pytest.raises(MethodError, match=re.escape(message)) as e:
+            parse_method(text)
+        assert "\n" not in str(e.value)
+    assert issubclass(D.PruningError, MethodError)  # the CLI's one error path covers pruning errors
+
+
+def test_methods_apply_to_rule_families_and_their_classes_only():
+    from glocal.zoo.methods import get_method
+
+    method = get_method("dimap")
+    for name in ("swin_base", "gcvit_tiny", "dinat_mini", "svit_small", "timm:swin_tiny_patch4_window7_224"):
+        assert method.applies_to(*zoo.resolve(name)), name
+    for name in ("timm:resnet18", "deanet", "rgt_x2"):
+        assert not method.applies_to(*zoo.resolve(name)), name
+
+
+def test_apply_and_describe_give_the_records_workload():
+    from glocal.zoo.methods import apply_method, describe_method, parse_method
+
+    model = tiny("swin")
+    card, variant = zoo.resolve("swin_tiny")
+    spec = parse_method("dimap:ratio=0.35")
+    model = apply_method(model, card, variant, spec)
+    x = X[:1]
+    with torch.no_grad():
+        model(x)  # the harness's compute pass; describe counts at its input
+    work = describe_method(model, spec)
+    nonzero_params, dense, nonzero = _direct_counts(model, x)
+    assert work["nonzero_params"] == nonzero_params and work["ratios"] == dict.fromkeys(D.MODULES, 0.35)
+    assert work["removed_gmacs"] == pytest.approx((sum(dense.values()) - sum(nonzero.values())) / 1e9, abs=1e-12)
+    assert work["module_gmacs"] == sum(dense.values()) / 1e9
+    assert set(work["thresholds"]) == set(D.MODULES) and "no latency" not in work  # figures, not claims
+    assert "compute.gmacs - removed_gmacs" in work["speedup_note"]
+
+
+@pytest.fixture
+def micro_swin(monkeypatch):
+    import os
+    import sys
+    from pathlib import Path
+
+    plugins = Path(__file__).parent / "plugins"
+    monkeypatch.setenv("GLOCAL_PLUGINS", "glocal_test_dimap_models")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")]))
+    sys.path.insert(0, str(plugins))
+    import glocal_test_dimap_models  # noqa: F401  (registers in this process too)
+
+    yield
+    sys.path.remove(str(plugins))
+
+
+@pytest.mark.slow  # two subprocess cells
+def test_bench_run_puts_dimap_beside_the_dense_model_and_random_weights_never_score(micro_swin, tmp_path):
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from glocal.benchmarks.cli import app
+
+    folder = tmp_path / "val" / "n00000000"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (80, 80), (120, 30, 200)).save(folder / "a.png")
+    fast = ["--warmup-iters", "0", "--warmup-time", "0", "--min-iters", "1", "--min-time", "0"]
+    res = CliRunner().invoke(app, ["run", "--model", "swin_micro", "--method", "dimap:ratio=0.35", "--method",
+                                   "none", "--dataset", f"imagenet={tmp_path / 'val'}", *fast, "--json"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    pruned, dense = json.loads(res.stdout)
+    assert pruned["settings"]["method"] == {"name": "dimap", "params": {"ratio": 0.35, "pattern": "unstructured"}}
+    assert dense["settings"]["method"] is None and dense["workload"] is None
+    assert pruned["status"] == dense["status"] == "ok"
+    assert pruned["metrics"] == dense["metrics"] == {}  # random weights: no accuracy, pruned or not
+    work = pruned["workload"]
+    assert {m: round(v["sparsity"], 3) for m, v in work["modules"].items()} == dict.fromkeys(D.MODULES, 0.35)
+    assert work["nonzero_params"] < pruned["compute"]["params"] == dense["compute"]["params"]
+    assert 0 < work["removed_gmacs"] < work["module_gmacs"] < pruned["compute"]["gmacs"] == dense["compute"]["gmacs"]
+
+
+def _labelled_folder(root):
+    from PIL import Image
+
+    for c in range(2):
+        folder = root / f"n0000000{c}"
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (80, 72), (120 * c, 60 * i, 200)).save(folder / f"{i}.png")
+    return root
+
+
+def _cells(weights, folder, methods):
+    from glocal.benchmarks.runner import RunRequest, plan
+
+    rule = {"warmup_iters": 0, "warmup_s": 0, "min_iters": 1, "min_s": 0, "max_iters": 10, "max_s": 10}
+    cells, _ = plan(RunRequest(models=["swin_micro"], methods=methods, weights=weights,
+                               datasets=[f"imagenet={folder}"], rule=rule, workers=0))
+    return cells
+
+
+def test_random_weights_never_produce_accuracy_with_a_method(micro_swin, tmp_path):
+    from glocal.benchmarks.cell import run_cell
+
+    (cell,) = _cells("random", _labelled_folder(tmp_path / "val"), ["dimap:ratio=0.35"])
+    record = run_cell(cell)
+    assert record["status"] == "ok" and record["metrics"] == {}
+    assert record["workload"]["modules"]["mlp"]["sparsity"] == pytest.approx(0.35, abs=1e-3)
+
+
+@pytest.mark.slow  # the classification evaluator on two cells, in this process
+def test_accuracy_of_the_pruned_model_goes_through_the_imagenet_evaluator(micro_swin, tmp_path):
+    from safetensors.torch import save_file
+
+    from glocal.benchmarks.cell import run_cell
+    from glocal.benchmarks.tasks.classification import eval_transform
+    from glocal.datasets.imagenet import ImageFolderDataset
+
+    folder = _labelled_folder(tmp_path / "val")
+    model = zoo.create_model("swin_micro", weights="random")
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    pruned_rec, dense_rec = (run_cell(c) for c in _cells(str(tmp_path / "w.safetensors"), folder,
+                                                           ["dimap:ratio=0.35", "none"]))
+    D.dimap(model, ratio=0.35)
+    ds = ImageFolderDataset(folder, eval_transform(zoo.resolve("swin_micro")[1], 64))
+    with torch.inference_mode():
+        logits = torch.stack([model(ds[i][0][None])[0] for i in range(len(ds))])
+    labels = torch.tensor([ds[i][1] for i in range(len(ds))])
+    assert pruned_rec["metrics"]["top1"] == pytest.approx(100.0 * (logits.argmax(1) == labels).float().mean().item())
+    assert "top1" in dense_rec["metrics"] and dense_rec["settings"]["method"] is None

@@ -308,8 +308,18 @@ def _check_pattern(value: str) -> str | None:
 
 
 def _applies_to(card: Any, variant: Any) -> bool:
-    """Families with a module rule, and timm models (checked by class when the model is built)."""
-    return card.family in MODULE_RULES or card.family.startswith("timm:")
+    """Classification models of a family with a module rule, or whose class has one (built on the meta device,
+    which allocates nothing: ``timm:swin_...`` and plugin cards built on these classes)."""
+    if card.task != "classification":
+        return False
+    if card.family in MODULE_RULES:
+        return True
+    try:
+        with torch.device("meta"):
+            model = variant.build()
+    except Exception:  # a builder that cannot run on meta: say no rather than guess
+        return False
+    return type(model).__name__ in CLASS_FAMILY
 
 
 def _remember_first_input(model: nn.Module) -> None:
