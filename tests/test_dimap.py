@@ -228,6 +228,11 @@ def test_official_format_checkpoint_loads_through_timms_filter_with_its_sparsity
     report = D.sparsity_report(loaded)
     assert {m: v["sparsity"] for m, v in report["modules"].items()} == {"qkv": 0.25, "proj": 0.25, "mlp": 0.25}
     assert report["nonzero_params"] == report["params"] - report["prunable_params"] // 4
+    from glocal.zoo.methods import apply_method, describe_method, parse_method
+
+    spec = parse_method("dimap:ratio=0")  # what `bench run --weights FILE --method dimap:ratio=0` records
+    measured = describe_method(apply_method(loaded, *zoo.resolve("swin_tiny"), spec), spec)
+    assert measured["modules"] == report["modules"] and measured["nonzero_params"] == report["nonzero_params"]
 
 
 # ---- the harness: --method dimap / magnitude -------------------------------------------------------------------

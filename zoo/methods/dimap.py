@@ -133,11 +133,11 @@ def _mask_group(layers: list[Layer], amount: float) -> float:
     Exactly ``round(amount * n)`` weights go: those scoring below the threshold, then as many of the entries
     scoring exactly the threshold as the count needs (earliest first). Returns the threshold (0.0 if none).
     """
-    scores = [lamp_scores(layer.weight) for _, layer in layers]
-    pooled = torch.cat([s.flatten() for s in scores])
-    k = round(amount * pooled.numel())
+    k = round(amount * sum(layer.weight.numel() for _, layer in layers))
     if k == 0:
         return 0.0
+    scores = [lamp_scores(layer.weight) for _, layer in layers]
+    pooled = torch.cat([s.flatten() for s in scores])
     threshold = pooled.kthvalue(k).values
     prune_flat = pooled < threshold
     ties = torch.nonzero(pooled == threshold).flatten()
