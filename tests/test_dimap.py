@@ -246,6 +246,7 @@ def test_method_parameters_are_parsed_and_checked_in_one_line():
     assert parse_method("magnitude:ratio=0.1") == {"name": "magnitude", "params": {"ratio": 0.1}}
     for text, message in [("dimap:ratio=1", "ratio=1: must be in [0, 1)"), ("dimap:ratio=x", "bad value 'x'"),
                           ("dimap:pattern=1:2", "must be one of unstructured, 2:4"),
+                          ("dimap:pattern=2:4", "bench microbench dimap --pattern 2:4 --device cuda"),
                           ("dimap:depth=3", "has no parameter depth")]:
         with pytest.raises(MethodError, match=re.escape(message)) as e:
             parse_method(text)

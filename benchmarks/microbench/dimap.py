@@ -1,14 +1,17 @@
 """Microbenchmark: dense against DIMAP-pruned hierarchical ViTs, side by side, and the paper's Table 1 check.
 
     bench microbench dimap [--models swin_tiny,swin_small,swin_base,gcvit_tiny,dinat_tiny,svit_small]
-        [--ratios 0.15,0.35,0.55] [--baseline] [--weights random|PATH] [--device cpu|cuda] [--min-iters 3] [--json]
+        [--ratios 0.15,0.35,0.55] [--baseline] [--weights random|PATH] [--device cpu|cuda] [--dtype fp32|bf16]
+        [--batch 1] [--pattern unstructured|2:4] [--min-iters 3] [--json]
 
 For each model at 224: non-zero parameters, non-zero GMACs (the paper's UVC-style count: dense
 ``torch.utils.flop_counter`` GMACs minus each module layer's MACs times its fraction of zero weights), measured
 median latency and the forward pass's memory, for the dense model and for DIMAP at each ratio (the same
 fraction of every module), with ``--baseline`` also uniform magnitude pruning. For Swin T/S/B it then sets the
 reductions beside the paper's Table 1 (DIMAP1/2/3 <-> ratios 0.15/0.35/0.55). Unstructured zeros run through
-the same dense kernels, so latency and memory are expected to equal the dense model's. Prints figures; not a test.
+the same dense kernels, so latency and memory are expected to equal the dense model's. ``--pattern 2:4`` (CUDA,
+compute capability 8.0+) instead compares dense against 2:4 semi-structured sparse kernels, a different pattern
+from DIMAP's. Prints figures; not a test.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from glocal.benchmarks.progress import track
 from glocal.zoo.methods import dimap as D
 
 NAME = "dimap"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODELS = ("swin_tiny", "swin_small", "swin_base", "gcvit_tiny", "dinat_tiny", "svit_small")
 # DIMAP paper Table 1 (ImageNet-1K, 224, after 30 epochs of fine-tuning): parameter and FLOP reductions (%).
 PAPER_TABLE1 = {
@@ -62,22 +66,27 @@ def row(name: str, method: str, ratio: float | None, report: dict[str, Any], tim
 
 
 def bench_model(name: str, ratios: list[float], methods: list[str], weights: str, device: torch.device,
-                rule: timing.StopRule) -> list[dict[str, Any]]:
-    """Dense, then each method at each ratio (on a fresh copy of the dense model)."""
+                dtype: torch.dtype, batch: int, rule: timing.StopRule) -> list[dict[str, Any]]:
+    """Dense, then each method at each ratio, each on a fresh copy of the dense model. Counts are taken at batch 1
+    in fp32 on the CPU; latency and memory at ``batch`` in ``dtype`` on ``device``."""
     model = zoo.create_model(name, weights=weights, quiet=True)
     x1 = torch.randn(1, 3, 224, 224)
     dense_gmacs = compute.count_macs(model, x1)["gmacs"]
     macs = D.layer_macs(model, x1)
-    x = x1.to(device)
-    dense_timed = measure(model.to(device), x, rule)
-    model.cpu()
+    x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
+    dense_timed = measure(copy.deepcopy(model).to(device, dtype), x, rule)
     rows = [row(name, "dense", None, D.sparsity_report(model, macs, dense_gmacs), dense_timed, dense_timed)]
     for method, ratio in track([(m, r) for m in methods for r in ratios], description=f"{name} pruning"):
         pruned = copy.deepcopy(model)
-        info = D.dimap(pruned, ratio=ratio) if method == "dimap" else D.magnitude(pruned, ratio)
+        if method == "2:4":  # semi-structured tensors are made on the GPU in the precision they run in
+            pruned.to(device, dtype)
+            info = D.dimap(pruned, pattern="2:4")
+        else:
+            info = D.dimap(pruned, ratio=ratio) if method == "dimap" else D.magnitude(pruned, ratio)
+            pruned.to(device, dtype)
         D._release_freed_memory()
         report = D.sparsity_report(pruned, macs, dense_gmacs)
-        r = row(name, method, ratio, report, measure(pruned.to(device), x, rule), dense_timed)
+        r = row(name, method, info["ratios"]["mlp"], report, measure(pruned, x, rule), dense_timed)
         r["thresholds"] = info.get("thresholds")
         rows.append(r)
         del pruned
@@ -85,10 +94,10 @@ def bench_model(name: str, ratios: list[float], methods: list[str], weights: str
     return rows
 
 
-def print_table(rows: list[dict[str, Any]], device: str) -> None:
+def print_table(rows: list[dict[str, Any]], device: str, batch: int, dtype: str) -> None:
     head = (f"{'model':<11} {'method':<9} {'ratio':>5} {'nz params M':>11} {'-params':>8} {'dense GMACs':>11} "
             f"{'nz GMACs':>9} {'-GMACs':>7} {'median ms':>10} {'x dense':>7} {'fwd MiB':>8}  sparsity qkv/proj/mlp")
-    print(f"DIMAP microbenchmark, device: {device}, batch 1, 224x224, fp32")
+    print(f"DIMAP microbenchmark, device: {device}, batch {batch}, 224x224, {dtype} (counts: batch 1)")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -119,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", action="store_true", help="also uniform magnitude pruning at the same ratios")
     p.add_argument("--weights", default="random", help="random (default) or a checkpoint path (one model)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--pattern", default="unstructured", choices=D.PATTERNS,
+                   help="2:4: dense vs 2:4 semi-structured sparse kernels (CUDA, compute capability 8.0+)")
     p.add_argument("--min-iters", type=int, default=3)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -131,14 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     rule = timing.StopRule(warmup_iters=1, warmup_s=0.0, min_iters=args.min_iters, min_s=0.0, max_s=600.0)
     methods = ["dimap", "magnitude"] if args.baseline else ["dimap"]
+    if args.pattern == "2:4":
+        methods, ratios = ["2:4"], [0.5]
+        if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 8:
+            print("error: --pattern 2:4 needs a CUDA GPU with compute capability 8.0+ (PyTorch's semi-structured "
+                  "sparse kernels); this run has none", file=sys.stderr)
+            return 2
     rows: list[dict[str, Any]] = []
     for name in names:
-        rows += bench_model(name, ratios, methods, args.weights, device, rule)
+        rows += bench_model(name, ratios, methods, args.weights, device, DTYPES[args.dtype], args.batch, rule)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-        print_table(rows, f"{label}, {torch.get_num_threads()} threads")
+        print_table(rows, f"{label}, {torch.get_num_threads()} threads", args.batch, args.dtype)
         print_paper_check(rows)
         print("\nUnstructured zeros: same dense kernels, so latency and memory match dense; the GMACs and parameter "
               "savings are theoretical (storage after compression, UVC-style FLOPs on non-zero weights).")

@@ -304,6 +304,9 @@ def _check_fraction(value: float) -> str | None:
 
 
 def _check_pattern(value: str) -> str | None:
+    if value == "2:4":  # semi-structured tensors must be made on the GPU, in the precision they run in
+        return ("the harness applies methods before moving the model to its device and precision; measure 2:4 "
+                "with `bench microbench dimap --pattern 2:4 --device cuda --dtype bf16`")
     return None if value in PATTERNS else f"must be one of {', '.join(PATTERNS)}"
 
 
@@ -390,7 +393,7 @@ register_method(Method(
     params={"ratio": Param(float, 0.5, _check_fraction, _RATIO_HELP),
             **{m: Param(float, None, _check_fraction, f"fraction of the {m} module (overrides ratio)")
                for m in MODULES},
-            "pattern": Param(str, "unstructured", _check_pattern, "unstructured, or 2:4 (CUDA sm80+ only)")},
+            "pattern": Param(str, "unstructured", _check_pattern, "unstructured (2:4: bench microbench dimap)")},
     applies_to=_applies_to,
     apply=_apply_dimap,
     describe=describe,
