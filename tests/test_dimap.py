@@ -72,6 +72,15 @@ def test_module_thresholds_give_the_requested_ratios(family):
     assert max(per_layer) - min(per_layer) > 0.01  # one module threshold, not one fraction per layer
 
 
+def test_scores_computed_once_prune_copies_identically():
+    model = tiny("dinat")
+    scores = D.module_scores(model)
+    for ratio in (0.15, 0.55):
+        a, b = copy.deepcopy(model), copy.deepcopy(model)
+        assert D.dimap(a, ratio=ratio) == D.dimap(b, ratio=ratio, scores=scores)
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
 @pytest.mark.parametrize("family", sorted(TINY))
 def test_auxiliary_parts_are_untouched(family):
     model = tiny(family)

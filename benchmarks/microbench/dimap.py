@@ -62,7 +62,7 @@ def row(name: str, method: str, ratio: float | None, report: dict[str, Any], tim
             "dense_gmacs": report["dense_gmacs"], "nonzero_gmacs": nz_gmacs,
             "gmacs_drop_pct": 100 * (1 - nz_gmacs / report["dense_gmacs"]),
             "module_sparsity": {m: v["sparsity"] for m, v in report["modules"].items()}, **timed,
-            "x_dense": dense["median_ms"] / timed["median_ms"]}
+            "x_dense": dense["median_ms"] / timed["median_ms"] if timed["median_ms"] else None}
 
 
 def bench_model(name: str, ratios: list[float], methods: list[str], weights: str, device: torch.device,
@@ -76,17 +76,20 @@ def bench_model(name: str, ratios: list[float], methods: list[str], weights: str
     x = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
     dense_timed = measure(copy.deepcopy(model).to(device, dtype), x, rule)
     rows = [row(name, "dense", None, D.sparsity_report(model, macs, dense_gmacs), dense_timed, dense_timed)]
+    scores = D.module_scores(model) if "dimap" in methods else None  # one sort per model, reused at every ratio
     for method, ratio in track([(m, r) for m in methods for r in ratios], description=f"{name} pruning"):
         pruned = copy.deepcopy(model)
         if method == "2:4":  # semi-structured tensors are made on the GPU in the precision they run in
             pruned.to(device, dtype)
             info = D.dimap(pruned, pattern="2:4")
         else:
-            info = D.dimap(pruned, ratio=ratio) if method == "dimap" else D.magnitude(pruned, ratio)
+            info = D.dimap(pruned, ratio=ratio, scores=scores) if method == "dimap" else D.magnitude(pruned, ratio)
             pruned.to(device, dtype)
         D._release_freed_memory()
         report = D.sparsity_report(pruned, macs, dense_gmacs)
-        r = row(name, method, info["ratios"]["mlp"], report, measure(pruned, x, rule), dense_timed)
+        # the uniform baseline runs the very same dense kernels as DIMAP's rows: counted, not timed again
+        timed = measure(pruned, x, rule) if method != "magnitude" else dict.fromkeys(dense_timed)
+        r = row(name, method, info["ratios"]["mlp"], report, timed, dense_timed)
         r["thresholds"] = info.get("thresholds")
         rows.append(r)
         del pruned
@@ -105,8 +108,12 @@ def print_table(rows: list[dict[str, Any]], device: str, batch: int, dtype: str)
         ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
         print(f"{r['model']:<11} {r['method']:<9} {ratio:>5} {r['nonzero_params_m']:>11.2f} "
               f"{r['params_drop_pct']:>7.1f}% {r['dense_gmacs']:>11.2f} {r['nonzero_gmacs']:>9.2f} "
-              f"{r['gmacs_drop_pct']:>6.1f}% {r['median_ms']:>10.1f} {r['x_dense']:>6.2f}x "
-              f"{r['forward_mib']:>8.0f}  {sp}")
+              f"{r['gmacs_drop_pct']:>6.1f}% {_num(r['median_ms'], 10, 1)} {_num(r['x_dense'], 6, 2, 'x')} "
+              f"{_num(r['forward_mib'], 8, 0)}  {sp}")
+
+
+def _num(value: float | None, width: int, digits: int, unit: str = "") -> str:
+    return f"{'-':>{width + len(unit)}}" if value is None else f"{value:>{width}.{digits}f}{unit}"
 
 
 def print_paper_check(rows: list[dict[str, Any]]) -> None:
@@ -125,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench microbench dimap", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--ratios", default="0.15,0.35,0.55")
-    p.add_argument("--baseline", action="store_true", help="also uniform magnitude pruning at the same ratios")
+    p.add_argument("--baseline", action="store_true",
+                   help="also uniform magnitude pruning at the same ratios (counted; its kernels are DIMAP's)")
     p.add_argument("--weights", default="random", help="random (default) or a checkpoint path (one model)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))

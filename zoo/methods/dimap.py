@@ -126,7 +126,12 @@ def module_ratios(ratio: float | None = None, ratios: Mapping[str, float] | None
     return {m: check_ratio((ratios or {}).get(m, base), f"ratio of module {m}") for m in MODULES}
 
 
-def _mask_group(layers: list[Layer], amount: float) -> float:
+def module_scores(model: nn.Module) -> dict[str, list[torch.Tensor]]:
+    """Every module layer's DIMAP scores (the costly sort), to reuse across ratios of the same weights."""
+    return {m: [lamp_scores(layer.weight) for _, layer in layers] for m, layers in module_groups(model).items()}
+
+
+def _mask_group(layers: list[Layer], amount: float, scores: list[torch.Tensor] | None = None) -> float:
     """Prune the fraction ``amount`` of the pooled weights of ``layers`` with one threshold on their DIMAP
     scores, through ``torch.nn.utils.prune`` (mask, then ``prune.remove`` to make the zeros permanent).
 
@@ -136,7 +141,7 @@ def _mask_group(layers: list[Layer], amount: float) -> float:
     k = round(amount * sum(layer.weight.numel() for _, layer in layers))
     if k == 0:
         return 0.0
-    scores = [lamp_scores(layer.weight) for _, layer in layers]
+    scores = scores if scores is not None else [lamp_scores(layer.weight) for _, layer in layers]
     pooled = torch.cat([s.flatten() for s in scores])
     threshold = pooled.kthvalue(k).values
     prune_flat = pooled < threshold
@@ -179,12 +184,13 @@ def mask_2to4(weight: torch.Tensor) -> torch.Tensor:
 
 
 def dimap(model: nn.Module, ratio: float | None = None, ratios: Mapping[str, float] | None = None,
-          pattern: str = "unstructured") -> dict[str, Any]:
+          pattern: str = "unstructured", scores: Mapping[str, list[torch.Tensor]] | None = None) -> dict[str, Any]:
     """Prune ``model`` in place the DIMAP way and return what was done (per-module fraction and threshold).
 
     Unstructured zeros do not speed up dense kernels; see the module docstring. ``pattern="2:4"`` instead
     keeps 2 of every 4 weights in each module layer (ratio fixed at 0.5) and swaps them to semi-structured
-    sparse tensors; it is refused off CUDA.
+    sparse tensors; it is refused off CUDA. ``scores``: ``module_scores`` of these same weights, when pruning
+    copies of one model at several ratios.
     """
     if pattern not in PATTERNS:
         raise PruningError(f"unknown sparsity pattern {pattern!r}; choose {' or '.join(PATTERNS)}")
@@ -193,7 +199,7 @@ def dimap(model: nn.Module, ratio: float | None = None, ratios: Mapping[str, flo
         _refuse_2to4_here(model)
         return to_semi_structured(groups)
     fractions = module_ratios(ratio, ratios)
-    thresholds = {m: _mask_group(groups[m], fractions[m]) for m in MODULES}
+    thresholds = {m: _mask_group(groups[m], fractions[m], scores[m] if scores else None) for m in MODULES}
     return {"method": "dimap", "pattern": pattern, "ratios": fractions, "thresholds": thresholds}
 
 
