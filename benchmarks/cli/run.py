@@ -68,19 +68,34 @@ def render_records(records: list[dict[str, Any]], notes: list[str] | None = None
     show_options = any(r["settings"].get("task_options") for r in records)
     speedups = _speedups(records, axis_keys)
     show_speedup = sum(s is not None for s in speedups) > len({s for s in speedups if s == 1.0})
+    show_workload = any(r.get("workload") for r in records)
     cols = ["model", *(["method"] if show_method else []), *(["options"] if show_options else []), "prec",
             "batch", "res", "status", "median ms", "p90 ms", "throughput", *(["x ref"] if show_speedup else []),
-            "peak MiB", "params M", "GMACs", "metrics"]
+            "peak MiB", "params M", "GMACs", *(["workload"] if show_workload else []), "metrics"]
     for col in cols:
-        table.add_column(col, justify="left" if col in ("model", "method", "options", "status", "metrics") else "right")
+        left = col in ("model", "method", "options", "status", "workload", "metrics")
+        table.add_column(col, justify="left" if left else "right")
     for r, speedup in zip(records, speedups, strict=True):
-        table.add_row(*_row(r, speedup, show_method, show_options, show_speedup))
+        row = _row(r, speedup, show_method, show_options, show_speedup)
+        if show_workload:
+            row.insert(-1, _workload_label(r))
+        table.add_row(*row)
     out.print(table)
     lines = list(dict.fromkeys((notes or []) + [n for r in records for n in r.get("notes", [])]))
     if lines:
         out.print("[bold]Not measured / notes:[/]")
         for n in lines:
             out.print(f"  - {n}", highlight=False, markup=False)
+
+
+WORKLOAD_SHOWN = 3  # the first few scalar workload entries (the rest are in the record)
+
+
+def _workload_label(r: dict[str, Any]) -> str:
+    """The first scalar entries of a record's workload (non-zero parameters, tokens, pair fraction ...)."""
+    items = [(k, v) for k, v in (r.get("workload") or {}).items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)][:WORKLOAD_SHOWN]
+    return ", ".join(f"{k}={fmt(v, 3) if isinstance(v, float) else f'{v:,}'}" for k, v in items) or "-"
 
 
 def _row(r: dict[str, Any], speedup: float | None, show_method: bool, show_options: bool,
