@@ -71,7 +71,7 @@ def test_methods_run_side_by_side_with_their_workload(plugins):
     (["--task", "nosuch"], "no harness task 'nosuch'"),
     (["--batch-size", "1,,2"], "--batch-size: empty value in '1,,2'"),
     (["--batch-size", "６４"], "--batch-size: expected positive integers"),
-    (["--resolution", "0"], "--resolution: expected positive integers, got '0'"),
+    (["--resolution", "0"], "--resolution: expected positive integers up to 65536, got '0'"),
     (["--min-time", "nan"], "--min-time must be a finite number"),
     (["--warmup-time", "inf"], "--warmup-time must be a finite number"),
     (["--min-iters", "1000000000"], "--min-iters must be a finite number between 1 and 1e+06"),

@@ -206,7 +206,7 @@ def run(
         target = None if no_store else ResultStore(store)
         cells, notes = plan(req)
         if output is not None:
-            _check_writable(output)
+            check_output_path(output)
         if target is not None:
             target.check_writable()
         records = run_cells(cells, quiet=as_json, sink=target.append if target is not None else None)
@@ -257,17 +257,17 @@ def run_sharded(req: Any, target: Any, as_json: bool) -> None:
         render_records(records, notes)
 
 
-def _check_writable(path: Path) -> None:
-    """Refuse an ``--output`` that cannot be written before anything is measured."""
+def check_output_path(path: Path, flag: str = "--output") -> None:
+    """Refuse an output file that cannot be written (a folder, a missing or unwritable folder) before any work."""
     from glocal.benchmarks.runner import RunError
 
     if path.is_dir():
-        raise RunError(f"--output {path} is a folder; give a file name")
+        raise RunError(f"{flag} {path} is a folder; give a file name")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise RunError(f"--output {path}: folder {parent} does not exist")
+        raise RunError(f"{flag} {path}: folder {parent} does not exist")
     if not can_create_in(parent):
-        raise RunError(f"--output {path}: cannot write in {parent}")
+        raise RunError(f"{flag} {path}: cannot write in {parent}")
 
 
 def run_cells(cells: list[Any], quiet: bool = False, sink: Any = None, launcher: Any = None) -> list[dict[str, Any]]:
