@@ -26,7 +26,7 @@ import torch
 
 from glocal import zoo
 from glocal.benchmarks import compute, memory, timing
-from glocal.benchmarks.progress import track
+from glocal.progress import track
 from glocal.zoo.methods import dimap as D
 
 NAME = "dimap"
