@@ -13,6 +13,7 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ class CellSpec:
     batch_size: int = 1
     resolution: int | None = None
     weights: str | None = None
+    task: str | None = None  # a task other than the card's own (e.g. detection on a classification backbone)
+    method: dict[str, Any] | None = None  # {name, params} from glocal.zoo.methods.parse_method; None: baseline
+    task_options: dict[str, Any] = field(default_factory=dict)
     channels_last: bool = False
     compile: str | None = None
     tf32: bool = False
@@ -42,6 +46,7 @@ class CellSpec:
     eval_batch_size: int = 32
     workers: int = 2
     measure: bool = True
+    timeout: float | None = None  # seconds; a cell past it is recorded as ``timeout``
     run_id: str | None = None
     command: str = ""
     notes: list[str] = field(default_factory=list)
@@ -51,8 +56,11 @@ class CellSpec:
 
 
 def emit(kind: str, *parts: Any) -> None:
-    """A progress line for the parent process."""
-    print("@@glocal", kind, *parts, file=sys.stderr, flush=True)
+    """A progress line for the parent process (only inside a cell subprocess)."""
+    from glocal.benchmarks.progress import in_cell
+
+    if in_cell():
+        print("@@glocal", kind, *parts, file=sys.stderr, flush=True)
 
 
 def _one_line(e: BaseException) -> str:
@@ -61,7 +69,9 @@ def _one_line(e: BaseException) -> str:
 
 
 def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(e).lower()
+    text = str(e).lower()
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text or \
+        "can't allocate memory" in text or "cannot allocate memory" in text
 
 
 def _rel_error(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
@@ -75,18 +85,53 @@ def _first_tensor(y: Any) -> torch.Tensor:
         return y
     if isinstance(y, (tuple, list)):
         return _first_tensor(y[0])
-    if isinstance(y, dict):
+    if isinstance(y, dict) or hasattr(y, "values"):
         return _first_tensor(next(iter(y.values())))
     raise TypeError(f"model output of type {type(y).__name__} holds no tensor")
 
 
-def run_cell(spec: CellSpec) -> dict[str, Any]:
-    """Measure one cell and return its record (status ok, oom or error)."""
+def _to_float(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Inputs with floating tensors cast to fp32 (the reference pass of the precision check)."""
+    return {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in inputs.items()}
+
+
+@dataclass
+class Cell:
+    """A cell being measured: its spec, what it resolved to, and the record being filled in stage by stage."""
+
+    spec: CellSpec
+    card: Any
+    variant: Any
+    task: Any
+    device: torch.device
+    dtype: torch.dtype
+    record: dict[str, Any]
+    stage: str = "setup"
+    weights_bytes: int = 0  # the placed model's tensors (the memory pass reports it)
+
+    @property
+    def notes(self) -> list[str]:
+        return self.record["notes"]
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+        emit("stage", stage.replace(" ", "-"))
+
+
+def resolve_cell(spec: CellSpec) -> tuple[Any, Any, Any, int]:
+    """(card, variant, task adapter, resolution) of a cell: the one place a spec's defaults are resolved."""
     from glocal import zoo
-    from glocal.benchmarks import compute, memory, timing
+    from glocal.benchmarks.tasks import get_task
+
+    card, variant = zoo.resolve(spec.model)
+    task = get_task(spec.task or card.task)
+    return card, variant, task, spec.resolution or task.default_resolution(card, variant)
+
+
+def setup(spec: CellSpec) -> Cell:
+    """Resolve the cell, set the process-wide switches (threads, TF32, cuDNN), and start its record."""
     from glocal.benchmarks.environment import environment
-    from glocal.benchmarks.results import new_record
-    from glocal.benchmarks.tasks import DatasetSpec, EvalContext, get_evaluator, get_task
+    from glocal.record import cell_record, cell_settings
 
     device = torch.device(spec.device)
     if spec.threads:
@@ -95,141 +140,199 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
         torch.backends.cuda.matmul.allow_tf32 = spec.tf32
         torch.backends.cudnn.allow_tf32 = spec.tf32
         torch.backends.cudnn.benchmark = spec.cudnn_benchmark
-    dtype = PRECISIONS[spec.precision]
-    card, variant = zoo.resolve(spec.model)
-    task = get_task(card.task)
-    res = spec.resolution or task.default_resolution(card, variant)
-    input_shape = task.input_shape(card, variant, res)
-    record = new_record(
-        run_id=spec.run_id, command=spec.command, task=card.task,
-        model={"family": card.family, "variant": variant.name, "display_name": card.display_name, "task": card.task},
-        weights={"source": "random", "id": "random", "sha256": None, "layout": None},
-        dataset=None,
-        settings={"device": spec.device, "precision": spec.precision, "batch_size": spec.batch_size,
-                  "resolution": res, "input_shape": [spec.batch_size, *input_shape],
-                  "channels_last": spec.channels_last, "compile": spec.compile, "tf32": spec.tf32,
-                  "cudnn_benchmark": spec.cudnn_benchmark, "threads": torch.get_num_threads(),
-                  "weights_cast": "pure" if spec.precision != "fp32" else None,
-                  "stop_rule": spec.rule, "backends": {}},
-        environment=environment(device), latency=None, memory=None, compute=None, precision_check=None,
-        compile_time_s=None, notes=list(spec.notes),
-    )
-    notes: list[str] = record["notes"]
-    stage = "build"
+    card, variant, task, res = resolve_cell(spec)
+    spec.resolution = res
+    shape = task.input_shape(card, variant, res)
+    settings = cell_settings(spec, res, [spec.batch_size, *shape] if shape else None, torch.get_num_threads())
+    record = cell_record(spec, card, variant, task.name, settings, environment(device))
+    return Cell(spec, card, variant, task, device, PRECISIONS[spec.precision], record)
+
+
+def build(cell: Cell) -> torch.nn.Module:
+    """Build the model (weights resolved by the zoo), apply the efficiency method, note random weights."""
+    from glocal.benchmarks import memory
+    from glocal.zoo.methods import apply_method
+
+    spec = cell.spec
+    if cell.device.type == "cuda":
+        others = memory.foreign_gpu_processes(cell.device)
+        if others:
+            msg = f"other processes hold the GPU (pids {', '.join(map(str, others))}): timings may be disturbed"
+            cell.notes.append(msg)
+            print(f"WARNING: {msg}", file=sys.stderr)
+    cell.enter("build")
+    model = cell.task.build_model(cell.card, cell.variant, spec)
+    info = model.glocal_weights
+    cell.record["weights"] = info.to_dict()
+    if info.is_random:
+        cell.notes.append("random weights: quality metrics are not computed")
+        if spec.weights != "random":  # found none: say so loudly (the parent shows WARNING lines)
+            print(f"WARNING: {model.glocal_weights_message}", file=sys.stderr, flush=True)
+    if spec.method is not None:
+        cell.enter("method")
+        model = apply_method(model, cell.card, cell.variant, spec.method)
+        model.glocal_weights = info
+    if callable(getattr(model, "glocal_backends", None)):
+        cell.record["settings"]["backends"] = dict(model.glocal_backends())
+    return model
+
+
+def measure_compute(cell: Cell, model: torch.nn.Module) -> None:
+    """Parameters, GMACs at batch 1 (and per output megapixel), and the task's and method's workload."""
+    from glocal.benchmarks import compute
+    from glocal.zoo.methods import describe_method
+
+    cell.enter("compute")
+    c, spec = cell.task, cell.spec
+    inputs = c.make_inputs(model, cell.card, cell.variant, spec, 1, torch.device("cpu"), torch.float32)
+    macs = compute.count_macs(model, call=lambda: c.forward(model, inputs))
+    cell.record["compute"] = {"params": compute.count_params(model), **macs}
+    pixels = c.output_pixels(cell.card, cell.variant, spec.resolution)
+    if pixels:
+        cell.record["compute"]["gmacs_per_megapixel"] = macs["gmacs"] / (pixels / 1e6)
+    workload = {**(c.workload(model, cell.card, cell.variant, spec) or {}), **describe_method(model, spec.method)}
+    cell.record["workload"] = workload or None
+
+
+def place(cell: Cell, model: torch.nn.Module) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Move the model to the device and precision (and memory format), and make the batch's inputs."""
+    from glocal.benchmarks import memory
+
+    cell.enter("load")
+    spec = cell.spec
+    model = model.to(device=cell.device, dtype=cell.dtype)
+    if spec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    cell.weights_bytes = memory.tensor_bytes(model)
+    inputs = cell.task.make_inputs(model, cell.card, cell.variant, spec, spec.batch_size, cell.device, cell.dtype)
+    return model, inputs
+
+
+def compile_model(cell: Cell, model: torch.nn.Module,
+                  inputs: dict[str, Any]) -> tuple[torch.nn.Module, Callable[[], Any]]:
+    """The module and forward the passes run: eager, or ``torch.compile``d (first call timed as compile time)."""
+    runner = model
+    if cell.spec.compile:
+        cell.enter("compile")
+        runner = torch.compile(model, mode=None if cell.spec.compile == "default" else cell.spec.compile)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            cell.task.forward(runner, inputs)
+        if cell.device.type == "cuda":
+            torch.cuda.synchronize(cell.device)
+        cell.record["compile_time_s"] = time.perf_counter() - t0
+
+    def forward() -> Any:
+        with torch.inference_mode():
+            return cell.task.forward(runner, inputs)
+
+    return runner, forward
+
+
+def measure_passes(cell: Cell, forward: Callable[[], Any]) -> None:
+    """The memory pass, then the latency pass (per output megapixel where the task has one)."""
+    from glocal.benchmarks import memory, timing
+
+    spec, rec = cell.spec, cell.record
+    pixels = cell.task.output_pixels(cell.card, cell.variant, spec.resolution)
+    cell.enter("memory")
+    forward()  # first call: lazy init, allocator growth, cuDNN autotune
+    rec["memory"] = memory.measure_memory(forward, cell.device, cell.weights_bytes)
+    if pixels:
+        peak = rec["memory"].get("peak_allocated") or rec["memory"].get("cpu_peak_rss")
+        rec["memory"]["peak_per_megapixel"] = peak / (spec.batch_size * pixels / 1e6)
+    cell.enter("latency")
+    stats = timing.measure(forward, batch=spec.batch_size, rule=timing.StopRule(**spec.rule), device=cell.device,
+                           on_iter=lambda n: emit("iter", n), unit=cell.task.throughput_unit)
+    rec["latency"] = stats.to_dict()
+    if pixels:
+        rec["latency"]["ms_per_megapixel"] = stats.median / (spec.batch_size * pixels / 1e6)
+    cell.notes.extend(stats.warnings)
+
+
+def check_precision(cell: Cell, forward: Callable[[], Any], reference: torch.nn.Module,
+                    inputs: dict[str, Any]) -> None:
+    """A reduced-precision forward against the fp32 model on the same inputs (relative error recorded)."""
+    cell.enter("precision check")
+    with torch.inference_mode():
+        out = _first_tensor(forward())
+        ref = _first_tensor(cell.task.forward(reference.to(cell.device), _to_float(inputs)))
+    cell.record["precision_check"] = _rel_error(out, ref)
+
+
+def evaluate(cell: Cell, runner: torch.nn.Module) -> None:
+    """Score each dataset of the cell (never with random weights when the evaluator needs pretrained ones)."""
+    from glocal.benchmarks.tasks import DatasetSpec, EvalContext, get_evaluator
+
+    spec, rec = cell.spec, cell.record
+    for text in spec.datasets:
+        ds = DatasetSpec.parse(text)
+        entry = get_evaluator(ds, cell.task.name)
+        if entry.needs_pretrained and rec["weights"]["source"] == "random":
+            cell.notes.append(f"{ds.name}: not scored, random weights never produce quality metrics")
+            rec["dataset"] = {"name": ds.name, "path": str(ds.path) if ds.path else None, "num_samples": None}
+            continue
+        cell.enter(f"evaluate {ds.name}")
+        ctx = EvalContext(device=cell.device, dtype=cell.dtype, batch_size=spec.eval_batch_size, progress=True,
+                          workers=spec.workers, resolution=spec.resolution, channels_last=spec.channels_last)
+        result = entry.fn(runner, cell.card, cell.variant, ds, ctx)
+        rec["metrics"].update(result.metrics)
+        rec["dataset"] = result.dataset
+
+
+def run_cell(spec: CellSpec) -> dict[str, Any]:
+    """Measure one cell and return its record (status ok, oom or error): build, compute, memory, latency,
+    precision check, evaluation, each a function above."""
+    cell = setup(spec)
     try:
-        if device.type == "cuda":
-            others = memory.foreign_gpu_processes(device)
-            if others:
-                msg = f"other processes hold the GPU (pids {', '.join(map(str, others))}): timings may be disturbed"
-                notes.append(msg)
-                print(f"WARNING: {msg}", file=sys.stderr)
-        emit("stage", "build")
-        build_kwargs = {"img_size": res} if variant.build_at_resolution else {}
-        model = zoo.create_model(variant.name, weights=spec.weights, quiet=True, **build_kwargs)
-        info = model.glocal_weights
-        record["weights"] = info.to_dict()
-        if info.is_random:
-            notes.append("random weights: quality metrics are not computed")
-            if spec.weights != "random":  # found none: say so loudly (the parent shows WARNING lines)
-                print(f"WARNING: {model.glocal_weights_message}", file=sys.stderr, flush=True)
-        if callable(getattr(model, "glocal_backends", None)):
-            record["settings"]["backends"] = dict(model.glocal_backends())
-        params = compute.count_params(model)
-
-        stage = "compute"
-        emit("stage", "compute")
-        x1 = task.make_input(card, variant, 1, res, torch.device("cpu"), torch.float32)
-        macs = compute.count_macs(model, x1)
-        record["compute"] = {"params": params, **macs}
-        pixels = task.output_pixels(card, variant, res)
-        if pixels:
-            record["compute"]["gmacs_per_megapixel"] = macs["gmacs"] / (pixels / 1e6)
-
-        reference_model = copy.deepcopy(model) if spec.precision != "fp32" and spec.measure else None
-        stage = "load"
-        model = model.to(device=device, dtype=dtype)
-        if spec.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        weights_bytes = memory.tensor_bytes(model)
-        x = task.make_input(card, variant, spec.batch_size, res, device, dtype)
-        if spec.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        runner = model
-        if spec.compile:
-            stage = "compile"
-            emit("stage", "compile")
-            runner = torch.compile(model, mode=None if spec.compile == "default" else spec.compile)
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                runner(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            record["compile_time_s"] = time.perf_counter() - t0
-
-        def forward() -> Any:
-            with torch.inference_mode():
-                return runner(x)
-
+        model = build(cell)
+        measure_compute(cell, model)
+        reference = copy.deepcopy(model) if spec.precision != "fp32" and spec.measure else None
+        model, inputs = place(cell, model)
+        runner, forward = compile_model(cell, model, inputs)
         if spec.measure:
-            stage = "memory"
-            emit("stage", "memory")
-            forward()  # first call: lazy init, allocator growth, cuDNN autotune
-            record["memory"] = memory.measure_memory(forward, device, weights_bytes)
-            if pixels:
-                peak = record["memory"].get("peak_allocated") or record["memory"].get("cpu_peak_rss")
-                record["memory"]["peak_per_megapixel"] = peak / (spec.batch_size * pixels / 1e6)
-
-            stage = "latency"
-            emit("stage", "latency")
-            rule = timing.StopRule(**spec.rule)
-            stats = timing.measure(forward, batch=spec.batch_size, rule=rule, device=device,
-                                   on_iter=lambda n: emit("iter", n), unit=task.throughput_unit)
-            record["latency"] = stats.to_dict()
-            if pixels:
-                record["latency"]["ms_per_megapixel"] = stats.median / (spec.batch_size * pixels / 1e6)
-            notes.extend(stats.warnings)
-
-            if reference_model is not None:
-                stage = "precision check"
-                emit("stage", "precision-check")
-                with torch.inference_mode():
-                    out = _first_tensor(forward())
-                    ref = _first_tensor(reference_model.to(device)(x.float()))
-                record["precision_check"] = _rel_error(out, ref)
-                del reference_model
-
+            measure_passes(cell, forward)
+            if reference is not None:
+                check_precision(cell, forward, reference, inputs)
+                del reference
         if spec.datasets:
-            for text in spec.datasets:
-                ds = DatasetSpec.parse(text)
-                entry = get_evaluator(ds, card.task)
-                if entry.needs_pretrained and info.is_random:
-                    notes.append(f"{ds.name}: not scored, random weights never produce quality metrics")
-                    record["dataset"] = {"name": ds.name, "path": str(ds.path) if ds.path else None,
-                                         "num_samples": None}
-                    continue
-                stage = f"evaluate {ds.name}"
-                emit("stage", f"evaluate:{ds.name}")
-                ctx = EvalContext(device=device, dtype=dtype, batch_size=spec.eval_batch_size, progress=True,
-                                  workers=spec.workers, resolution=res, channels_last=spec.channels_last)
-                result = entry.fn(runner, card, variant, ds, ctx)
-                record["metrics"].update(result.metrics)
-                record["dataset"] = result.dataset
+            evaluate(cell, runner)
     except Exception as e:  # noqa: BLE001 - every failure becomes a record with one line
-        record["status"] = "oom" if _is_oom(e) else "error"
-        record["error"] = f"{stage}: {_one_line(e)}"
-        if record["status"] == "error":
-            notes.append(traceback.format_exc(limit=3).strip().splitlines()[-1])
-    return record
+        cell.record["status"] = "oom" if _is_oom(e) else "error"
+        cell.record["error"] = f"{cell.stage}: {_one_line(e)}"
+        if cell.record["status"] == "error":
+            cell.notes.append(traceback.format_exc(limit=3).strip().splitlines()[-1])
+    return cell.record
+
+
+def _exit_with_parent(workdir: Path) -> None:
+    """End this cell (and remove its work folder) as soon as the process that started it is gone: a killed
+    ``bench run`` leaves no measuring process and no temp folder behind."""
+    import os
+    import shutil
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.25)
+            if os.getppid() != parent:
+                shutil.rmtree(workdir, ignore_errors=True)
+                os._exit(3)
+
+    threading.Thread(target=watch, name="glocal-parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec_path, out_path = Path(argv[0]), Path(argv[1])
+    _exit_with_parent(spec_path.parent)
     spec = CellSpec(**json.loads(spec_path.read_text()))
     record = run_cell(spec)
     from glocal.benchmarks.results import write_atomic
 
-    write_atomic(out_path, json.dumps(record))
+    write_atomic(out_path, json.dumps(record, allow_nan=False))
     return 0
 
 

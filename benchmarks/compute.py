@@ -8,6 +8,7 @@ inside the module is replaced by the formula.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,13 +23,20 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, x: torch.Tensor | tuple[Any, ...]) -> dict[str, Any]:
-    """Multiply-adds of one forward pass on ``x`` (pass a batch of 1 for per-image figures).
+def count_macs(model: nn.Module, x: torch.Tensor | tuple[Any, ...] | None = None, *,
+               call: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Multiply-adds of one forward pass: ``model(*x)``, or ``call()`` for structured inputs (pass a batch of 1
+    for per-image figures).
 
     Returns ``gmacs`` (total), ``counter_gmacs`` (what the dispatcher-level counter saw outside formula
     modules) and ``formula_gmacs`` (the part that came from ``glocal_macs`` hooks).
     """
-    args = x if isinstance(x, tuple) else (x,)
+    if call is None:
+        args = x if isinstance(x, tuple) else (x,)
+
+        def call() -> Any:
+            return model(*args)
+
     counter = FlopCounterMode(display=False)
     formula: list[int] = []
     hidden: list[int] = []
@@ -53,7 +61,7 @@ def count_macs(model: nn.Module, x: torch.Tensor | tuple[Any, ...]) -> dict[str,
             handles.append(m.register_forward_hook(post))
     try:
         with torch.inference_mode(), counter:
-            model(*args)
+            call()
     finally:
         for h in handles:
             h.remove()

@@ -9,13 +9,30 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
 def in_cell() -> bool:
     return os.environ.get("GLOCAL_CELL") == "1"
+
+
+def progress_bar(console: Any = None, disable: bool = False) -> Any:
+    """The one rich progress bar of the project (description, bar, n/total, elapsed, remaining), drawn on
+    stderr and removed when done."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console or Console(stderr=True), transient=True, disable=disable)
 
 
 def track(items: Iterable[T], total: int | None = None, description: str = "working",
@@ -34,10 +51,7 @@ def track(items: Iterable[T], total: int | None = None, description: str = "work
             if i % step == 0 or i == total:
                 print("@@glocal progress", i, total or 0, desc, file=sys.stderr, flush=True)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task(description, total=total)
         for item in items:
             yield item

@@ -1,6 +1,7 @@
 """Result records and their store.
 
-A record is one JSON object per measurement cell (schema: ``benchmarks/schema/record.schema.json``).
+A record is one JSON object per measurement cell (schema: ``benchmarks/schema/record.schema.json``; built and
+validated by :mod:`glocal.record`).
 The default store is SQLite under the user data directory (``GLOCAL_STORE`` or ``--store`` override):
 each record is inserted in its own transaction (a crash leaves no half record), WAL mode and a busy
 timeout let concurrent runs append safely. Records are append-only: nothing updates or deletes them.
@@ -13,16 +14,14 @@ import io
 import json
 import os
 import sqlite3
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "oom", "error", "skipped")
+from glocal.record import validate_record
 
 
 class StoreError(RuntimeError):
@@ -36,46 +35,6 @@ def default_store_path() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("glocal", appauthor=False)) / "results.sqlite"
-
-
-def schema() -> dict[str, Any]:
-    return json.loads(files("glocal.benchmarks").joinpath("schema/record.schema.json").read_text())
-
-
-def validate_record(record: dict[str, Any]) -> None:
-    """Check the fields every consumer relies on (a light, dependency-free subset of the JSON schema)."""
-    s = schema()
-    missing = [k for k in s["required"] if k not in record]
-    if missing:
-        raise ValueError(f"record lacks {', '.join(missing)}")
-    if record["schema_version"] != SCHEMA_VERSION:
-        raise ValueError(f"record schema_version {record['schema_version']} != {SCHEMA_VERSION}")
-    if record["status"] not in STATUSES:
-        raise ValueError(f"record status {record['status']!r} not in {STATUSES}")
-    for key in ("model", "weights", "settings", "environment"):
-        sub = s["properties"][key]
-        for req in sub.get("required", []):
-            if req not in record[key]:
-                raise ValueError(f"record {key} lacks {req}")
-    if record["weights"]["source"] == "random" and record.get("metrics"):
-        quality = set(record["metrics"]) - {"num_samples"}
-        if quality:
-            raise ValueError("a random-weights record cannot carry quality metrics")
-
-
-def new_record(**fields: Any) -> dict[str, Any]:
-    """A record with id, schema version and timestamp filled in."""
-    rec = {
-        "schema_version": SCHEMA_VERSION,
-        "id": str(uuid.uuid4()),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "status": "ok",
-        "error": None,
-        "metrics": {},
-        "notes": [],
-    }
-    rec.update(fields)
-    return rec
 
 
 _BUSY_SECONDS = 30.0
@@ -146,33 +105,51 @@ class ResultStore:
         """Records in insertion order, optionally filtered (``model`` matches family or variant)."""
         if not self.path.exists():
             return []
+        sql, args = "SELECT id, record FROM records WHERE 1=1", []
+        if model:
+            sql += " AND (family = ? OR variant = ?)"
+            args += [model, model]
+        for col, val in (("task", task), ("status", status), ("run_id", run_id)):
+            if val:
+                sql += f" AND {col} = ?"
+                args.append(val)
+        return [r for r in (self._parse(i, text) for i, text in self._query(sql + " ORDER BY rowid", args)) if r]
+
+    def _query(self, sql: str, args: list[Any]) -> list[tuple]:
+        """Rows of a read query; a file that is not a readable store is one :class:`StoreError` line."""
         con = self._connect(create=False)
         try:
-            sql, args = "SELECT record FROM records WHERE 1=1", []
-            if model:
-                sql += " AND (family = ? OR variant = ?)"
-                args += [model, model]
-            for col, val in (("task", task), ("status", status), ("run_id", run_id)):
-                if val:
-                    sql += f" AND {col} = ?"
-                    args.append(val)
-            rows = con.execute(sql + " ORDER BY rowid", args).fetchall()
+            return con.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot read result store {self.path}: {e}") from None
         finally:
             con.close()
-        return [json.loads(r[0]) for r in rows]
+
+    def _parse(self, record_id: str, text: str) -> dict[str, Any] | None:
+        """A stored record, or None with a warning naming it when it is not valid (the rest stays readable)."""
+        try:
+            return validate_record(json.loads(text, parse_constant=_reject_constant), f"record {record_id}")
+        except ValueError as e:
+            print(f"warning: {self.path}: skipped invalid record {record_id!r} ({e})", file=sys.stderr)
+            return None
 
     def get(self, record_id: str) -> dict[str, Any]:
-        """A record by id or unique id prefix."""
-        con = self._connect(create=False)
-        try:
-            rows = con.execute("SELECT record FROM records WHERE id LIKE ?", (record_id + "%",)).fetchall()
-        finally:
-            con.close()
+        """A record by id or unique id prefix (taken literally: no wildcards)."""
+        if not record_id or len(record_id) > 64:
+            raise StoreError(f"bad record id {record_id[:40]!r}: give an id or a prefix of one")
+        rows = self._query("SELECT id, record FROM records WHERE substr(id, 1, ?) = ?", [len(record_id), record_id])
         if not rows:
             raise StoreError(f"no record {record_id!r} in {self.path}")
         if len(rows) > 1:
             raise StoreError(f"record id prefix {record_id!r} is ambiguous ({len(rows)} records)")
-        return json.loads(rows[0][0])
+        record = self._parse(*rows[0])
+        if record is None:
+            raise StoreError(f"record {rows[0][0]!r} in {self.path} is not a valid record")
+        return record
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-standard JSON number {name}")
 
 
 def load_records_file(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -12,10 +12,12 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ class RunError(ValueError):
 
 @dataclass
 class RunRequest:
-    """What ``bench run`` was asked for; expands into the cross product of cells."""
+    """What ``bench run`` (or a sweep file) asks for; expands into the cross product of cells."""
 
     models: list[str]
     device: str = "cpu"
@@ -44,6 +46,11 @@ class RunRequest:
     batch_sizes: list[int] | None = None
     resolutions: list[int] | None = None
     weights: str | None = None
+    task: str | None = None  # run the models under another task than their card's (e.g. detection)
+    methods: list[str] = field(default_factory=list)  # --method texts; empty: no method axis
+    task_options: dict[str, str] = field(default_factory=dict)  # --opt key=value (fixed)
+    sweeps: dict[str, list[str]] = field(default_factory=dict)  # task options swept (--frames 8,32)
+    compare: list[str] = field(default_factory=list)  # --compare VALUE: cells measured beside each cell
     channels_last: bool = False
     compile: str | None = None
     tf32: bool = False
@@ -54,6 +61,7 @@ class RunRequest:
     workers: int = 2
     rule: dict[str, Any] | None = None
     measure: bool = True
+    timeout: float | None = None
 
 
 def check_device(device: str) -> torch.device:
@@ -68,6 +76,8 @@ def check_device(device: str) -> torch.device:
             raise RunError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
     elif dev.type != "cpu":
         raise RunError(f"unsupported device {device!r} (use cpu, cuda, cuda:N)")
+    elif dev.index not in (None, 0):
+        raise RunError(f"device {device!r} does not exist (the CPU is 'cpu')")
     return dev
 
 
@@ -85,10 +95,85 @@ def check_weights(variant_name: str, weights: str, resolution: int) -> None:
     check_keys_and_shapes(model.state_dict(), sd, origin=str(weights))  # the cell does the real strict load
 
 
+def _check_methods(req: RunRequest) -> list[dict[str, Any] | None]:
+    """Parse every ``--method`` (``none`` is the baseline); no ``--method`` means the baseline alone."""
+    from glocal.zoo.methods import MethodError, parse_method
+
+    try:
+        parsed = [parse_method(m) for m in req.methods] or [None]
+    except MethodError as e:
+        raise RunError(str(e)) from None
+    seen: list[Any] = []
+    for m in parsed:
+        if m in seen:
+            raise RunError(f"--method {m['name'] if m else 'none'} is given twice with the same parameters")
+        seen.append(m)
+    return parsed
+
+
+def _model_cells(name: str, req: RunRequest, methods: list[dict[str, Any] | None],
+                 notes: list[str]) -> list[tuple[str, dict[str, Any] | None, dict[str, Any], list[str]]]:
+    """(model, method, task options, datasets) groups for one ``--model``, its ``--compare`` partners included;
+    everything is validated here, before any cell runs."""
+    from glocal import zoo
+    from glocal.benchmarks.tasks import TaskError, get_task
+
+    card, variant = zoo.resolve(name)
+    task = get_task(req.task or card.task)
+    if not task.applies_to(card, variant):
+        raise RunError(f"{variant.name} ({card.task}) cannot run as a {task.name} task")
+    sweep_keys = sorted(req.sweeps)
+    groups = []
+    for values in itertools.product(*(req.sweeps[k] for k in sweep_keys)):
+        given = {**req.task_options, **dict(zip(sweep_keys, values, strict=True))}
+        options = task.check_options(card, variant, given)
+        partners = [(variant.name, options)]
+        for value in req.compare:
+            for other, extra in task.compare(card, variant, value):
+                o_card, o_variant = zoo.resolve(other)
+                partners.append((o_variant.name, task.check_options(o_card, o_variant, {**given, **extra})))
+        for model, opts in partners:
+            for method in methods:
+                if method is not None:
+                    _check_method_applies(model, method)
+                groups.append((model, method, opts, _datasets(model, req, task, notes)))
+    if not groups:
+        raise TaskError("nothing to run")
+    return groups
+
+
+def _check_method_applies(model: str, method: dict[str, Any]) -> None:
+    from glocal import zoo
+    from glocal.zoo.methods import get_method
+
+    card, variant = zoo.resolve(model)
+    if not get_method(method["name"]).applies_to(card, variant):
+        raise RunError(f"method {method['name']} does not apply to {variant.name}")
+
+
+def _datasets(model: str, req: RunRequest, task: Any, notes: list[str]) -> list[str]:
+    """The datasets a model's first cell scores: the request's (checked), else the task's default."""
+    from glocal import zoo
+    from glocal.benchmarks.tasks import DatasetSpec, get_evaluator
+
+    card, variant = zoo.resolve(model)
+    for ds in (DatasetSpec.parse(d) for d in req.datasets):
+        get_evaluator(ds, task.name)
+        if ds.path is not None and not ds.path.exists():
+            raise RunError(f"dataset folder not found: {ds.path}")
+    if req.datasets:
+        return list(req.datasets)
+    default = task.default_dataset(card, variant)
+    if default is not None:
+        return [default.name + (f"={default.path}" if default.path else "")]
+    notes.append(f"{variant.name}: accuracy not measured (no dataset; pass --dataset NAME=PATH)")
+    return []
+
+
 def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
     """Validate the request and expand it into cells; also return notes on what is not measured."""
     from glocal import zoo
-    from glocal.benchmarks.tasks import DatasetSpec, get_evaluator, get_task
+    from glocal.benchmarks.tasks import get_task
     from glocal.zoo.weights import CheckpointError
 
     dev = check_device(req.device)
@@ -104,40 +189,32 @@ def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
     if "fp32" not in req.precisions:
         notes.append("fp32 not measured: reduced precisions are still checked against an fp32 reference")
     rule = dict(req.rule or (CUDA_RULE if dev.type == "cuda" else CPU_RULE))
-    specs = [DatasetSpec.parse(d) for d in req.datasets]
+    methods = _check_methods(req)
     cells: list[CellSpec] = []
     run_id = str(uuid.uuid4())
     for name in req.models:
-        card, variant = zoo.resolve(name)
-        task = get_task(card.task)
-        resolutions = req.resolutions or [task.default_resolution(card, variant)]
-        for r in resolutions:
-            task.check_resolution(card, variant, r)
-        for ds in specs:
-            get_evaluator(ds, card.task)
-            if ds.path is not None and not ds.path.exists():
-                raise RunError(f"dataset folder not found: {ds.path}")
-        datasets = list(req.datasets)
-        if not datasets:
-            default = task.default_dataset(card, variant)
-            if default is not None:
-                datasets = [default.name + (f"={default.path}" if default.path else "")]
-            else:
-                notes.append(f"{variant.name}: accuracy not measured (no dataset; pass --dataset NAME=PATH)")
-        if req.weights not in (None, "random", "auto", "pretrained"):
-            try:
-                check_weights(variant.name, req.weights, resolutions[0])
-            except CheckpointError as e:
-                raise RunError(str(e)) from e
-        for precision, batch, res in itertools.product(req.precisions, batches, resolutions):
-            first = batch == batches[0] and res == resolutions[0]
-            cells.append(CellSpec(
-                model=variant.name, device=req.device, precision=precision, batch_size=batch, resolution=res,
-                weights=req.weights, channels_last=req.channels_last, compile=req.compile, tf32=req.tf32,
-                cudnn_benchmark=req.cudnn_benchmark, threads=req.threads, rule=rule,
-                datasets=datasets if first else [], eval_batch_size=req.eval_batch_size, workers=req.workers,
-                measure=req.measure, run_id=run_id,
-            ))
+        for model, method, options, datasets in _model_cells(name, req, methods, notes):
+            card, variant = zoo.resolve(model)
+            task = get_task(req.task or card.task)
+            resolutions = req.resolutions or [task.default_resolution(card, variant)]
+            for r in resolutions:
+                task.check_resolution(card, variant, r)
+            if req.weights not in (None, "random", "auto", "pretrained"):
+                try:
+                    for r in dict.fromkeys(resolutions):  # a checkpoint must fit at every requested size
+                        check_weights(variant.name, req.weights, r)
+                except CheckpointError as e:
+                    raise RunError(str(e)) from e
+            for precision, batch, res in itertools.product(req.precisions, batches, resolutions):
+                first = batch == batches[0] and res == resolutions[0]
+                cells.append(CellSpec(
+                    model=variant.name, device=req.device, precision=precision, batch_size=batch,
+                    resolution=res, weights=req.weights, task=req.task, method=method, task_options=options,
+                    channels_last=req.channels_last, compile=req.compile, tf32=req.tf32,
+                    cudnn_benchmark=req.cudnn_benchmark, threads=req.threads, rule=rule,
+                    datasets=datasets if first else [], eval_batch_size=req.eval_batch_size, workers=req.workers,
+                    measure=req.measure, timeout=req.timeout, run_id=run_id,
+                ))
     for c in cells:
         c.command = reproduce_command(c)
     if dev.type == "cpu":
@@ -147,77 +224,139 @@ def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
     return cells, notes
 
 
+RULE_FLAGS = {"warmup_iters": "--warmup-iters", "warmup_s": "--warmup-time", "min_iters": "--min-iters",
+              "min_s": "--min-time", "max_iters": "--max-iters", "max_s": "--max-time"}
+
+
+def _method_text(method: dict[str, Any]) -> str:
+    params = ",".join(f"{k}={v}" for k, v in sorted(method["params"].items()))
+    return f"{method['name']}:{params}" if params else method["name"]
+
+
 def reproduce_command(c: CellSpec) -> str:
-    """The ``bench run`` line that measures exactly this cell."""
+    """The ``bench run`` line that measures exactly this cell: every setting that changes a measurement."""
     parts = ["bench", "run", "--model", c.model, "--device", c.device, "--precision", c.precision,
              "--batch-size", str(c.batch_size)]
     if c.resolution:
         parts += ["--resolution", str(c.resolution)]
     if c.weights and c.weights not in ("auto", "pretrained"):
         parts += ["--weights", c.weights]
-    if c.channels_last:
-        parts.append("--channels-last")
+    if c.task:
+        parts += ["--task", c.task]
+    if c.method is not None:
+        parts += ["--method", _method_text(c.method)]
+    for key, value in sorted(c.task_options.items()):
+        parts += ["--opt", f"{key}={value}"]
+    switches = {"--channels-last": c.channels_last, "--tf32": c.tf32, "--cudnn-benchmark": c.cudnn_benchmark}
+    parts += [flag for flag, on in switches.items() if on]
     if c.compile:
         parts += ["--compile", c.compile]
-    if c.tf32:
-        parts.append("--tf32")
-    if c.cudnn_benchmark:
-        parts.append("--cudnn-benchmark")
+    if c.threads:
+        parts += ["--threads", str(c.threads)]
+    for key, flag in RULE_FLAGS.items():
+        if key in c.rule:
+            parts += [flag, f"{c.rule[key]:g}" if isinstance(c.rule[key], float) else str(c.rule[key])]
+    if c.timeout:
+        parts += ["--timeout", f"{c.timeout:g}"]
     for d in c.datasets:
         parts += ["--dataset", d]
     return shlex.join(parts)
 
 
-def run_cell_subprocess(spec: CellSpec, on_event: Callable[[str, list[str]], None] | None = None,
-                        timeout: float | None = None) -> dict[str, Any]:
-    """Run one cell in a fresh interpreter; a crash becomes an ``error`` (or ``oom``) record."""
-    with tempfile.TemporaryDirectory(prefix="glocal-cell-") as tmp:
+CELL_DIR_PREFIX = "glocal-cell-"
+
+
+def remove_stale_cell_dirs(root: Path | None = None) -> int:
+    """Remove the work folders of cells whose ``bench`` process died (killed with -9, say): the measurement
+    they may hold was never stored and cannot be trusted to belong to a finished run. Returns how many."""
+    removed = 0
+    for d in Path(root or tempfile.gettempdir()).glob(f"{CELL_DIR_PREFIX}*-*"):
+        pid = d.name[len(CELL_DIR_PREFIX):].split("-", 1)[0]
+        if d.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_cell_subprocess(spec: CellSpec, on_event: Callable[[str, list[str]], None] | None = None) -> dict[str, Any]:
+    """Run one cell in a fresh interpreter; a crash becomes an ``error`` (or ``oom``) record, a cell past its
+    ``timeout`` is killed and recorded as ``timeout``."""
+    with tempfile.TemporaryDirectory(prefix=f"{CELL_DIR_PREFIX}{os.getpid()}-") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "record.json"
         spec_path.write_text(spec.to_json())
         env = {**os.environ, "GLOCAL_CELL": "1", "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "glocal.benchmarks.cell", str(spec_path), str(out_path)],
                                 stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-        tail: list[str] = []
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            line = line.rstrip("\n")
-            if line.startswith("@@glocal "):
-                kind, *args = line.split()[1:]
-                if on_event:
-                    on_event(kind, args)
-            elif line.strip():
-                tail = (tail + [line])[-20:]
-                if on_event:
-                    on_event("log", [line])
-        code = proc.wait(timeout=timeout)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(spec.timeout, expire) if spec.timeout else None
+        if timer is not None:
+            timer.start()
+        try:
+            tail = _read_events(proc, on_event)
+            code = proc.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if proc.poll() is None:  # interrupted: the cell must not outlive its parent
+                proc.kill()
+                proc.wait()
         if code == 0 and out_path.exists():
             return json.loads(out_path.read_text())
-        return crash_record(spec, code, tail)
+        return crash_record(spec, code, tail, timed_out=expired.is_set())
 
 
-def crash_record(spec: CellSpec, code: int, tail: Sequence[str]) -> dict[str, Any]:
-    """The record of a cell whose process died before writing its own."""
-    from glocal import zoo
+def _read_events(proc: subprocess.Popen, on_event: Callable[[str, list[str]], None] | None) -> list[str]:
+    """Turn a cell's ``@@glocal`` stderr lines into events; return the last 20 other lines."""
+    tail: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        line = line.rstrip("\n")
+        if line.startswith("@@glocal "):
+            kind, *args = line.split()[1:]
+            if on_event:
+                on_event(kind, args)
+        elif line.strip():
+            tail = (tail + [line])[-20:]
+            if on_event:
+                on_event("log", [line])
+    return tail
+
+
+def crash_record(spec: CellSpec, code: int, tail: Sequence[str], timed_out: bool = False) -> dict[str, Any]:
+    """The record of a cell whose process died before writing its own (same settings as a finished one)."""
+    from glocal.benchmarks.cell import resolve_cell
     from glocal.benchmarks.environment import environment
-    from glocal.benchmarks.results import new_record
+    from glocal.record import cell_record, cell_settings
 
-    card, variant = zoo.resolve(spec.model)
+    card, variant, task, res = resolve_cell(spec)
+    shape = task.input_shape(card, variant, res)
     killed = code < 0 and -code == signal.SIGKILL
-    status = "oom" if killed else "error"
     last = next((line for line in reversed(tail) if line.strip()), "")
-    why = "killed by SIGKILL (likely out of memory)" if killed else f"process exited with code {code}"
-    return new_record(
-        run_id=spec.run_id, command=spec.command, task=card.task, status=status,
-        error=f"{why}{': ' + last if last else ''}",
-        model={"family": card.family, "variant": variant.name, "display_name": card.display_name, "task": card.task},
-        weights={"source": "random" if spec.weights in (None, "random") else "file",
-                 "id": spec.weights or "random", "sha256": None, "layout": None},
-        dataset=None,
-        settings={"device": spec.device, "precision": spec.precision, "batch_size": spec.batch_size,
-                  "resolution": spec.resolution or 0, "channels_last": spec.channels_last,
-                  "compile": spec.compile, "tf32": spec.tf32, "cudnn_benchmark": spec.cudnn_benchmark,
-                  "stop_rule": spec.rule},
-        environment=environment(torch.device(spec.device)),
-        latency=None, memory=None, compute=None, notes=list(tail[-3:]),
-    )
-
+    if timed_out:
+        status, why = "timeout", f"past its time limit of {spec.timeout:g} s"
+    elif killed:
+        status, why = "oom", "killed by SIGKILL (likely out of memory)"
+    else:
+        status, why = "error", f"process exited with code {code}"
+    settings = cell_settings(spec, res, [spec.batch_size, *shape] if shape else None, spec.threads or 0)
+    if not spec.threads:
+        settings.pop("threads")
+    record = cell_record(spec, card, variant, task.name, settings, environment(torch.device(spec.device)),
+                         status=status, error=f"{why}{': ' + last if last and status == 'error' else ''}")
+    record["notes"] = list(tail[-3:])
+    return record

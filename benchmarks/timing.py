@@ -55,7 +55,7 @@ class LatencyStats:
     iqr: float
     iqr_over_median: float
     wall_median: float | None
-    throughput: float
+    throughput: float | None
     throughput_unit: str
     samples: list[float] = field(default_factory=list)
     wall_samples: list[float] = field(default_factory=list)
@@ -95,7 +95,7 @@ def summarize(samples_ms: list[float], batch: int, timer: str, wall_ms: list[flo
         timer=timer, n=len(s), median=med, mean=statistics.fmean(s), p90=percentile(s, 90),
         p99=percentile(s, 99), min=s[0], iqr=iqr, iqr_over_median=ratio,
         wall_median=statistics.median(wall_ms) if wall_ms else None,
-        throughput=batch / (med / 1000.0) if med > 0 else float("inf"), throughput_unit=unit,
+        throughput=batch / (med / 1000.0) if med > 0 else None, throughput_unit=unit,
         samples=list(samples_ms), wall_samples=list(wall_ms or []), warnings=warnings,
     )
 

@@ -1,6 +1,6 @@
 """glocal leaderboard: a static site built from result records (v1 schema) and model-card dicts.
 
-It reads plain dicts only (never the harness or the zoo); ``glocal.benchmarks.cli_leaderboard`` gathers
+It reads plain dicts only (never the harness or the zoo); ``glocal.benchmarks.cli.leaderboard`` gathers
 the records (``leaderboard/results/`` and user stores) and the cards, and calls :func:`build_site`.
 
 >>> from glocal.leaderboard import build_site, read_results_dir

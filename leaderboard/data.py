@@ -1,8 +1,9 @@
 """Result records for the site: reading record files, checking the fields the site shows, picking the
 newest record per measurement cell, and the rules for which numbers may be shown.
 
-Records are plain dicts in the v1 schema (``benchmarks/schema/record.schema.json``); this module never
-imports the harness. A malformed record is an error naming its file and record, never skipped: a
+Records are plain dicts in the v1 schema (``benchmarks/schema/record.schema.json``), checked by the one
+record validator (:mod:`glocal.record`, standard library only); this module never imports the
+harness itself. A malformed record is an error naming its file and record, never skipped: a
 leaderboard that silently drops a submitted result is worse than a build that stops.
 """
 
@@ -17,94 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from glocal.record import RecordError, cell_key, validate_record
 from glocal.taskspec import view_of
 
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "oom", "error", "skipped")
-WEIGHT_SOURCES = ("package", "file", "hub", "random")
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-class RecordError(ValueError):
-    """A record file or record the site cannot read (one line naming the file and the field)."""
-
-
 # ---------------------------------------------------------------------------------------------------------
-# validation: the fields the site reads, with their types (a subset of the v1 schema, checked strictly)
-
-_STR, _INT, _NUM, _BOOL, _DICT, _LIST = "string", "integer", "number", "boolean", "object", "array"
-
-# (dotted path, allowed types, required); "null" in the types allows None.
-_FIELDS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
-    ("id", (_STR,), True),
-    ("run_id", (_STR,), False),
-    ("timestamp", (_STR,), True),
-    ("error", (_STR, "null"), False),
-    ("model", (_DICT,), True),
-    ("model.family", (_STR,), True),
-    ("model.variant", (_STR,), True),
-    ("model.display_name", (_STR,), False),
-    ("model.task", (_STR,), True),
-    ("weights", (_DICT,), True),
-    ("weights.id", (_STR,), True),
-    ("weights.sha256", (_STR, "null"), False),
-    ("weights.layout", (_STR, "null"), False),
-    ("task", (_STR,), True),
-    ("dataset", (_DICT, "null"), False),
-    ("dataset.name", (_STR,), False),
-    ("dataset.path", (_STR, "null"), False),
-    ("dataset.num_samples", (_INT, "null"), False),
-    ("settings", (_DICT,), True),
-    ("settings.device", (_STR,), True),
-    ("settings.batch_size", (_INT,), True),
-    ("settings.resolution", (_INT,), True),
-    ("settings.channels_last", (_BOOL,), False),
-    ("settings.compile", (_STR, "null"), False),
-    ("metrics", (_DICT,), False),
-    ("latency", (_DICT, "null"), False),
-    ("latency.n", (_INT,), False),
-    ("latency.median", (_NUM, "null"), False),
-    ("latency.p90", (_NUM, "null"), False),
-    ("latency.throughput", (_NUM, "null"), False),
-    ("latency.throughput_unit", (_STR,), False),
-    ("latency.ms_per_megapixel", (_NUM, "null"), False),
-    ("memory", (_DICT, "null"), False),
-    ("memory.peak_allocated", (_NUM, "null"), False),
-    ("memory.cpu_peak_rss", (_NUM, "null"), False),
-    ("memory.peak_per_megapixel", (_NUM, "null"), False),
-    ("compute", (_DICT, "null"), False),
-    ("compute.params", (_INT,), False),
-    ("compute.gmacs", (_NUM, "null"), False),
-    ("environment", (_DICT,), True),
-    ("environment.device_name", (_STR,), True),
-    ("environment.torch", (_STR,), True),
-    ("environment.glocal", (_STR,), True),
-    ("environment.git_commit", (_STR, "null"), False),
-    ("command", (_STR,), False),
-    ("notes", (_LIST,), False),
-)
-
-
-def _type_ok(value: Any, types: tuple[str, ...]) -> bool:
-    for t in types:
-        if t == "null" and value is None:
-            return True
-        if t == _STR and isinstance(value, str):
-            return True
-        if t == _INT and isinstance(value, int) and not isinstance(value, bool):
-            return True
-        if t == _NUM and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True
-        if t == _BOOL and isinstance(value, bool):
-            return True
-        if t == _DICT and isinstance(value, dict):
-            return True
-        if t == _LIST and isinstance(value, list):
-            return True
-    return False
-
-
-_MISSING = object()
+# fields
 
 
 def get(record: dict, path: str, default: Any = None) -> Any:
@@ -115,61 +33,6 @@ def get(record: dict, path: str, default: Any = None) -> Any:
             return default
         cur = cur[part]
     return cur
-
-
-def _lookup(record: dict, path: str) -> Any:
-    cur: Any = record
-    for part in path.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return _MISSING
-        cur = cur[part]
-    return cur
-
-
-def validate_record(record: Any, where: str = "record") -> dict:
-    """Check the fields the site reads; raise :class:`RecordError` naming ``where`` and the bad field."""
-    if not isinstance(record, dict):
-        raise RecordError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    version = record.get("schema_version", _MISSING)
-    if version is _MISSING:
-        raise RecordError(f"{where}: missing field 'schema_version'")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise RecordError(f"{where}: unsupported schema_version {version!r} (this site reads {SCHEMA_VERSION})")
-    for path, types, required in _FIELDS:
-        value = _lookup(record, path)
-        if value is _MISSING:
-            parent = path.rpartition(".")[0]
-            parent_present = not parent or isinstance(_lookup(record, parent), dict)
-            if required and parent_present:
-                raise RecordError(f"{where}: missing field {path!r}")
-            continue
-        if not _type_ok(value, types):
-            raise RecordError(f"{where}: field {path!r} should be {' or '.join(types)}, got {value!r:.60}")
-    for name, allowed in (
-        ("status", STATUSES),
-        ("weights.source", WEIGHT_SOURCES),
-        ("settings.precision", PRECISIONS),
-    ):
-        value = _lookup(record, name)
-        if value is _MISSING:
-            raise RecordError(f"{where}: missing field {name!r}")
-        if value not in allowed:
-            raise RecordError(f"{where}: field {name!r} is {value!r}; expected one of {', '.join(allowed)}")
-    for key in ("metrics", "latency", "memory", "compute"):
-        _check_finite(record.get(key), where, key)
-    return record
-
-
-def _check_finite(value: Any, where: str, path: str) -> None:
-    """Numbers in measured sections must be finite or null (JSON has no NaN, but Python's json writes it)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise RecordError(f"{where}: field {path!r} is {value!r}; numbers must be finite (use null)")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_finite(v, where, f"{path}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_finite(v, where, f"{path}[{i}]")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -299,25 +162,6 @@ def device_name(record: dict) -> str:
 
 def dataset_name(record: dict) -> str:
     return get(record, "dataset.name", "") or ""
-
-
-def cell_key(record: dict) -> tuple:
-    """What makes two records measurements of the same cell (a newer one supersedes an older one)."""
-    s = record["settings"]
-    return (
-        record["model"]["family"],
-        record["model"]["variant"],
-        record["weights"]["source"],
-        record["weights"]["id"],
-        tab_of(record),
-        dataset_name(record),
-        device_name(record),
-        s["precision"],
-        s["batch_size"],
-        s["resolution"],
-        bool(s.get("channels_last", False)),
-        s.get("compile") or "",
-    )
 
 
 def timestamp_key(record: dict) -> tuple[float, str]:

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from glocal.benchmarks.cli import app
-from glocal.benchmarks.results import ResultStore, validate_record
+from glocal.benchmarks.results import ResultStore
+from glocal.record import validate_record
 
 PLUGINS = Path(__file__).parent / "plugins"
 FAST = ["--warmup-iters", "1", "--warmup-time", "0", "--min-iters", "3", "--min-time", "0"]

@@ -415,13 +415,14 @@ def test_every_local_link_and_anchor_resolves(built):
     assert checked > 100
 
 
-def test_random_weights_never_show_quality(built):
+def test_random_weights_never_show_quality(built, tmp_path):
     out, _ = built
-    for page in out.rglob("*.html"):
-        assert "0.137" not in page.read_text(), page  # the random run's top-1 (in records.json only)
-    assert "0.137" in (out / "data" / "records.json").read_text()
     page = (out / "task-classification.html").read_text()
     assert "random weights" in page
+    rnd = make_record("dinat", "dinat_tiny", metrics={"top1": 0.137}, latency=12.5, weights="random")
+    with pytest.raises(RecordError, match=r"^record 0 \(.*\): a random-weights record cannot carry quality"):
+        build_site([rnd], [], tmp_path / "site", charts=False)
+    assert not (tmp_path / "site").exists()
 
 
 def test_task_tables_rows_and_states(built):
@@ -558,7 +559,7 @@ def test_make_server_serves_the_site_on_loopback(tmp_path):
 def cli(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from glocal.benchmarks import cli_leaderboard
+    from glocal.benchmarks.cli import leaderboard as cli_leaderboard
 
     published = tmp_path / "published"
     published.mkdir()
@@ -574,11 +575,12 @@ def test_cli_build_from_published_and_exports(cli, tmp_path):
     export = tmp_path / "export.jsonl"
     export.write_text("\n".join(json.dumps(r) for r in recs[3:]))  # overlaps: ids 3 and 4 appear twice
     out = tmp_path / "out"
-    res = runner.invoke(mod.app, ["build", "--out", str(out), "--results", str(export), "--no-charts"])
+    res = runner.invoke(mod.leaderboard_app, ["build", "--out", str(out), "--results", str(export), "--no-charts"])
     assert res.exit_code == 0, res.output
     assert f"built {out}: 11 pages, 20 cells from 21 records, 6 models, 0 charts" in res.stdout
     assert [r["id"] for r in json.loads((out / "data" / "records.json").read_text())] == [r["id"] for r in recs]
-    res = runner.invoke(mod.app, ["build", "--out", str(tmp_path / "only"), "--no-published", "--no-charts"])
+    only = ["build", "--out", str(tmp_path / "only"), "--no-published", "--no-charts"]
+    res = runner.invoke(mod.leaderboard_app, only)
     assert res.exit_code == 0 and "0 cells from 0 records" in res.stdout
 
 
@@ -587,15 +589,15 @@ def test_cli_malformed_file_is_one_error_line(cli, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**sample_records()[0], "settings": {"device": "cuda"}}))
     out = tmp_path / "out"
-    res = runner.invoke(mod.app, ["build", "--out", str(out), "--results", str(bad), "--no-charts"])
-    assert res.exit_code == 1
-    assert res.stderr == f"error: {bad}: missing field 'settings.batch_size'\n"
+    res = runner.invoke(mod.leaderboard_app, ["build", "--out", str(out), "--results", str(bad), "--no-charts"])
+    assert res.exit_code == 2
+    assert res.stderr == f"error: {bad}: missing field 'settings.precision'\n"
     assert not out.exists()
-    res = runner.invoke(mod.app, ["build", "--out", str(out), "--results", str(tmp_path / "nope.db")])
-    assert res.exit_code == 1 and res.stderr == f"error: {tmp_path / 'nope.db'}: no such file or folder\n"
+    res = runner.invoke(mod.leaderboard_app, ["build", "--out", str(out), "--results", str(tmp_path / "nope.db")])
+    assert res.exit_code == 2 and res.stderr == f"error: {tmp_path / 'nope.db'}: no such file or folder\n"
     (tmp_path / "x.csv").write_text("a,b\n")
-    res = runner.invoke(mod.app, ["build", "--out", str(out), "--results", str(tmp_path / "x.csv")])
-    assert res.exit_code == 1 and "expected a .json or .jsonl export" in res.stderr
+    res = runner.invoke(mod.leaderboard_app, ["build", "--out", str(out), "--results", str(tmp_path / "x.csv")])
+    assert res.exit_code == 2 and "expected a .json or .jsonl export" in res.stderr
 
 
 def test_cli_reads_result_stores(cli, tmp_path):
@@ -609,19 +611,19 @@ def test_cli_reads_result_stores(cli, tmp_path):
     assert [r["id"] for r in mod.read_results(tmp_path / "results.sqlite")] == [r["id"] for r in recs[:10]]
     out = tmp_path / "out"
     args = ["build", "--out", str(out), "--no-charts", "--results", str(tmp_path / "results.sqlite")]
-    res = runner.invoke(mod.app, [*args, "--results", str(tmp_path / "more.store")])
+    res = runner.invoke(mod.leaderboard_app, [*args, "--results", str(tmp_path / "more.store")])
     assert res.exit_code == 0, res.output
     assert [r["id"] for r in json.loads((out / "data" / "records.json").read_text())] == [r["id"] for r in recs]
 
 
 def test_cli_serve_without_a_site(cli, tmp_path):
     mod, runner, _ = cli
-    res = runner.invoke(mod.app, ["serve", "--dir", str(tmp_path), "--port", "0"])
-    assert res.exit_code == 1 and res.stderr.startswith(f"error: no site in {tmp_path}")
+    res = runner.invoke(mod.leaderboard_app, ["serve", "--dir", str(tmp_path), "--port", "0"])
+    assert res.exit_code == 2 and res.stderr.startswith(f"error: no site in {tmp_path}")
 
 
 def test_cards_from_the_registry_build(tmp_path):
-    from glocal.benchmarks.cli_leaderboard import model_cards
+    from glocal.benchmarks.cli.leaderboard import model_cards
 
     cards = model_cards()
     assert all(isinstance(c, dict) and c["family"] and c["variants"] for c in cards)
@@ -631,7 +633,7 @@ def test_cards_from_the_registry_build(tmp_path):
 
 def test_published_results_dir_is_inside_the_package():
     import glocal.leaderboard
-    from glocal.benchmarks.cli_leaderboard import published_results_dir
+    from glocal.benchmarks.cli.leaderboard import published_results_dir
 
     assert published_results_dir() == Path(glocal.leaderboard.__file__).resolve().parent / "results"
     # every published record is valid (read_results_dir raises on the first bad one) and ids are unique

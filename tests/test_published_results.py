@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from glocal.benchmarks.cli import app
-from glocal.benchmarks.results import load_records_file, validate_record
+from glocal.benchmarks.results import load_records_file
+from glocal.record import validate_record
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "leaderboard" / "results"
 RECORDS = load_records_file(PUBLISHED) if any(PUBLISHED.glob("*.json*")) else []

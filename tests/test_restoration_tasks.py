@@ -9,6 +9,7 @@ import torch.nn as nn
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
+from glocal.benchmarks.cell import CellSpec
 from glocal.benchmarks.tasks import DatasetSpec, EvalContext, TaskError, evaluators, get_evaluator, get_task
 from glocal.datasets import get_generator
 from glocal.datasets.matlab_resize import imresize
@@ -87,8 +88,9 @@ def test_task_shapes_and_defaults():
     assert dh.default_resolution(None, _variant(multiple=256, resolutions=(512,))) == 512
     assert dh.default_dataset(None, _variant()).name == "builtin-haze"
     assert sr.default_dataset(None, v4).name == "builtin-sr"
-    x = sr.make_input(None, _variant(2), 2, 128, torch.device("cpu"), torch.float32)
-    assert x.shape == (2, 3, 64, 64)
+    cell = CellSpec(model="toy_x2", resolution=128)
+    (x,) = sr.make_inputs(None, None, _variant(2), cell, 2, torch.device("cpu"), torch.float32).values()
+    assert x.shape == (2, 3, 64, 64) and 0 <= x.min() and x.max() <= 1
 
 
 def test_resolution_errors():

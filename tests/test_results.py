@@ -5,7 +5,8 @@ import multiprocessing as mp
 
 import pytest
 
-from glocal.benchmarks.results import ResultStore, export, load_records_file, new_record, validate_record
+from glocal.benchmarks.results import ResultStore, export, load_records_file
+from glocal.record import RecordError, new_record, validate_record
 
 
 def make(i: int = 0, **over):
@@ -22,11 +23,15 @@ def make(i: int = 0, **over):
 
 def test_validation_rejects_incomplete_and_random_weights_accuracy():
     validate_record(make())
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(RecordError, match="^record: missing field 'settings'$"):
         validate_record({k: v for k, v in make().items() if k != "settings"})
-    with pytest.raises(ValueError, match="status"):
+    with pytest.raises(RecordError, match="field 'status' is 'great'; expected one of ok, oom, error, timeout"):
         validate_record(make(status="great"))
-    with pytest.raises(ValueError, match="random-weights record cannot carry quality metrics"):
+    with pytest.raises(RecordError, match="field 'latency.median' is nan; numbers must be finite"):
+        validate_record(make(latency={"median": float("nan")}))
+    with pytest.raises(RecordError, match="field 'settings.method' should be object or null"):
+        validate_record(make(settings={**make()["settings"], "method": "dimap"}))
+    with pytest.raises(RecordError, match="random-weights record cannot carry quality metrics"):
         validate_record(make(metrics={"top1": 80.0}))
 
 

@@ -141,9 +141,25 @@ _DYNAMIC: dict[str, ModelCard] = {}  # timm:NAME cards made on demand, not liste
 _LOADED = False
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _-]*")
+_TIMM_NAME = re.compile(r"timm:[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def normalize(name: str) -> str:
-    """Case- and separator-insensitive key: ``GC-ViT_Tiny`` -> ``gcvittiny``."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
+    """Case- and separator-insensitive key: ``GC-ViT_Tiny`` -> ``gcvittiny`` (only ``-``, ``_`` and spaces are
+    separators; any other character is not part of a model name)."""
+    return re.sub(r"[ _-]", "", name.lower())
+
+
+def check_name(name: str) -> str:
+    """A model name as typed: ASCII letters, digits and ``-``/``_``/space separators (``timm:NAME`` may also hold
+    the dots of timm's pretrained tags). Anything else (emoji, control or bidi characters, path separators,
+    dots between letters) is refused with one line, never silently stripped."""
+    if not (_NAME.fullmatch(name) or _TIMM_NAME.fullmatch(name)) or len(name) > 200:
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        raise UnknownModelError(f"invalid model name {ascii(shown)}: use letters, digits, '-', '_' or spaces "
+                                "(`bench list models` shows all)")
+    return name
 
 
 def register(card: ModelCard) -> ModelCard:
@@ -220,6 +236,7 @@ def resolve(name: str) -> tuple[ModelCard, Variant]:
     ``timm:NAME`` resolves any timm model through a card made on the fly.
     """
     _load_all()
+    check_name(name)
     if name.startswith("timm:"):
         if name not in _DYNAMIC:
             _DYNAMIC[name] = _timm_card(name)

@@ -23,6 +23,8 @@ import sys
 import time
 from typing import Any
 
+NAME = "dehazexl-memory"
+
 GiB = float(1 << 30)
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 

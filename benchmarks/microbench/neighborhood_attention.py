@@ -25,6 +25,9 @@ import torch.nn.functional as F
 
 from glocal.zoo.layers import neighborhood_attention as na
 
+NAME = "na"
+ALIASES = ('neighborhood-attention',)
+
 GIB = 1024 ** 3
 # Agreement bound per dtype, relative to the baseline output's largest magnitude (at least 1): in bf16 one ulp
 # of an output near 4-8 is already 2**-5 = 3.1e-2 (seen at 224^2 on an H100).

@@ -20,25 +20,19 @@ from typing import Any
 
 import torch
 
+NAME = "timer-check"
+
 
 def build(model: str, batch: int, resolution: int, precision: str, device: torch.device) -> Any:
-    """The cell's forward closure: the model and input exactly as ``bench run`` builds them."""
-    from glocal import zoo
-    from glocal.benchmarks.cell import PRECISIONS
-    from glocal.benchmarks.tasks import get_task
+    """The cell's forward closure: the model and inputs built by the harness's own cell stages."""
+    from glocal.benchmarks import cell as cells
 
-    card, variant = zoo.resolve(model)
-    task = get_task(card.task)
-    dtype = PRECISIONS[precision]
-    kwargs = {"img_size": resolution} if variant.build_at_resolution else {}
-    net = zoo.create_model(variant.name, weights="random", quiet=True, **kwargs).to(device=device, dtype=dtype).eval()
-    x = task.make_input(card, variant, batch, resolution, device, dtype)
-
-    def forward() -> Any:
-        with torch.inference_mode():
-            return net(x)
-
-    return variant.name, forward
+    spec = cells.CellSpec(model=model, device=str(device), precision=precision, batch_size=batch,
+                          resolution=resolution, weights="random")
+    c = cells.setup(spec)
+    net, inputs = cells.place(c, cells.build(c).eval())
+    _, forward = cells.compile_model(c, net, inputs)
+    return c.variant.name, forward
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,17 +1,20 @@
-"""Task adapters: what input a model of a task takes, which resolutions it allows, and how datasets score it.
+"""Task adapters: how the harness builds, feeds and describes a model of each task, and how datasets score it.
 
-A :class:`Task` describes the model's input for the latency/memory passes (``input_shape``), validates
-resolutions, and names a default dataset. Dataset evaluators (``--dataset NAME=PATH``) register with
-:func:`register_evaluator` for the tasks they apply to; they return a dict of metrics that goes into the
-record's ``metrics`` (for example ``top1``, ``psnr``, ``structure_sensitivity``).
-Every module in this package is imported on first use, so a new task or evaluator is one new file.
+What a task *is* (title, input kind, primary metric, units) is specified once in :mod:`glocal.taskspec`; an
+adapter here implements it for the harness, one file per task. A :class:`Task` builds the model for a cell,
+makes its keyword inputs (``make_inputs``; the harness calls ``forward(model, inputs)``, by default
+``model(**inputs)``), validates resolutions and task options (:class:`TaskOption`, e.g. ``frames`` or an
+attention mode), describes the cell's workload for the record (token counts, attention FLOPs ...), expands
+``--compare VALUE`` into extra cells, and names a default dataset. Dataset evaluators (``--dataset
+NAME=PATH``) register with :func:`register_evaluator` for the tasks they apply to and return the record's
+``metrics`` (for example ``top1``, ``psnr``, ``structure_sensitivity``). Every module in this package is
+imported on first use, so a new task or evaluator is one new file.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +22,22 @@ from typing import Any
 
 import torch
 
+from glocal.taskspec import TASKS as TASK_SPECS
+from glocal.taskspec import TaskSpec
+
 
 class TaskError(ValueError):
     """Bad input for a task: a resolution it cannot take, an unknown or missing dataset (one line)."""
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """A task-specific setting (``--opt name=value``, or a sweep axis such as ``--frames``): how to parse it
+    from text, its default (``None``: absent unless given), and a line of help."""
+
+    parse: Callable[[str], Any]
+    default: Any = None
+    help: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,15 +81,31 @@ class EvalContext:
     channels_last: bool = False
 
 
-class Task(ABC):
-    """One task of the zoo (``classification``, ``dehazing``, ``super_resolution``, ...)."""
+class Task:
+    """The harness adapter of one task of :data:`glocal.taskspec.TASKS` (``classification``, ``dehazing`` ...).
+
+    The defaults fit single-image models: the input is one tensor of ``input_shape`` passed positionally.
+    Tasks with structured inputs override :meth:`make_inputs` (and :meth:`forward` if the call differs).
+    """
 
     name: str = ""
-    throughput_unit: str = "img/s"
+    options: dict[str, TaskOption] = {}
 
-    @abstractmethod
-    def input_shape(self, card: Any, variant: Any, resolution: int) -> tuple[int, ...]:
-        """Per-sample input shape (C, H, W) of the model at this resolution."""
+    @property
+    def spec(self) -> TaskSpec:
+        return TASK_SPECS[self.name]
+
+    @property
+    def throughput_unit(self) -> str:
+        return self.spec.throughput_unit
+
+    def applies_to(self, card: Any, variant: Any) -> bool:
+        """Whether this task can run a model of this card (its own task; detection also takes backbones)."""
+        return card.task == self.name
+
+    def input_shape(self, card: Any, variant: Any, resolution: int) -> tuple[int, ...] | None:
+        """Per-sample input shape (C, H, W) of a single-tensor model at this resolution (None: structured)."""
+        return None
 
     def default_resolution(self, card: Any, variant: Any) -> int:
         if variant.resolutions:
@@ -87,6 +119,64 @@ class Task(ABC):
             raise TaskError(f"{variant.name} cannot run at {resolution}: sizes must be positive multiples of {m} "
                             f"(e.g. {', '.join(str(m * k) for k in _nearby(resolution, m))})")
 
+    def check_options(self, card: Any, variant: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """Parse and validate task options (text from the command line, or values already parsed); fill in the
+        defaults. Unknown names and bad values raise :class:`TaskError`."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            known = ", ".join(self.options) or "none"
+            raise TaskError(f"task {self.name} has no option {', '.join(unknown)} (options: {known})")
+        out: dict[str, Any] = {}
+        for key, opt in self.options.items():
+            if key in options:
+                value = options[key]
+                try:
+                    out[key] = opt.parse(value) if isinstance(value, str) else value
+                except (TypeError, ValueError) as e:
+                    raise TaskError(f"bad value {value!r} for task option {key}: {e}") from None
+            elif opt.default is not None:
+                out[key] = opt.default
+        return out
+
+    def build_model(self, card: Any, variant: Any, cell: Any) -> torch.nn.Module:
+        """The model a cell measures (weights resolved by the zoo; see ``glocal.zoo.create_model``)."""
+        from glocal import zoo
+
+        kwargs = {"img_size": cell.resolution} if variant.build_at_resolution else {}
+        return zoo.create_model(variant.name, weights=cell.weights, quiet=True, **kwargs)
+
+    def make_inputs(self, model: torch.nn.Module, card: Any, variant: Any, cell: Any, batch: int,
+                    device: torch.device, dtype: torch.dtype, seed: int = 0) -> dict[str, Any]:
+        """Keyword inputs of one forward pass (single-image tasks: ``{"x": images in [0, 1]}``)."""
+        shape = self.input_shape(card, variant, cell.resolution)
+        if shape is None:
+            raise TaskError(f"task {self.name} has structured inputs but no make_inputs")
+        g = torch.Generator().manual_seed(seed)
+        x = torch.rand((batch, *shape), generator=g).to(device=device, dtype=dtype)
+        if cell.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return {"x": x}
+
+    def forward(self, model: torch.nn.Module, inputs: dict[str, Any]) -> Any:
+        """One forward pass; single-tensor models take their input positionally."""
+        if set(inputs) == {"x"}:
+            return model(inputs["x"])
+        return model(**inputs)
+
+    def workload(self, model: torch.nn.Module, card: Any, variant: Any, cell: Any) -> dict[str, Any] | None:
+        """What the cell computes besides params and GMACs (record ``workload``): tokens, attention FLOPs ..."""
+        return None
+
+    def compare(self, card: Any, variant: Any, value: str) -> list[tuple[str, dict[str, Any]]]:
+        """``--compare VALUE``: the (model, task options) cells measured beside each cell of this model.
+        By default VALUE names another registered model of the same task."""
+        from glocal import zoo
+
+        other_card, other = zoo.resolve(value)
+        if other_card.task != card.task:
+            raise TaskError(f"cannot compare {variant.name} ({card.task}) with {other.name} ({other_card.task})")
+        return [(other.name, {})]
+
     def output_pixels(self, card: Any, variant: Any, resolution: int) -> int | None:
         """Pixels of one output image (restoration tasks report latency and memory per output megapixel)."""
         return None
@@ -94,12 +184,6 @@ class Task(ABC):
     def default_dataset(self, card: Any, variant: Any) -> DatasetSpec | None:
         """A dataset scored when the user names none (restoration has a small built-in set)."""
         return None
-
-    def make_input(self, card: Any, variant: Any, batch: int, resolution: int, device: torch.device,
-                   dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        x = torch.rand((batch, *self.input_shape(card, variant, resolution)), generator=g)
-        return x.to(device=device, dtype=dtype)
 
 
 def _nearby(resolution: int, m: int) -> list[int]:
@@ -134,6 +218,9 @@ _LOADED = False
 
 
 def register_task(task: Task) -> Task:
+    """Register a task adapter; its name must be specified in :data:`glocal.taskspec.TASKS`."""
+    if task.name not in TASK_SPECS:
+        raise ValueError(f"task adapter {task.name!r} has no entry in glocal.taskspec.TASKS")
     _TASKS[task.name] = task
     return task
 
@@ -174,6 +261,12 @@ def get_evaluator(spec: DatasetSpec, task: str) -> EvaluatorEntry:
     if task not in entry.tasks:
         raise TaskError(f"dataset {spec.name!r} does not apply to {task} models (it scores {', '.join(entry.tasks)})")
     return entry
+
+
+def tasks() -> dict[str, Task]:
+    """Every registered task adapter by name."""
+    _load()
+    return dict(_TASKS)
 
 
 def evaluators() -> dict[str, EvaluatorEntry]:

@@ -1,11 +1,13 @@
 """Tiny models registered only for tests (through GLOCAL_PLUGINS): one that works, one whose process
-dies, one that runs out of memory."""
+dies, one that runs out of memory, one that never finishes; and a small efficiency method."""
 
 import os
+import time
 
 import torch
 import torch.nn as nn
 
+from glocal.zoo.methods import Method, Param, register_method
 from glocal.zoo.registry import ModelCard, Variant, register
 
 
@@ -23,6 +25,8 @@ class TinyNet(nn.Module):
             os.abort()  # the whole process dies, as a segfault in a kernel would
         if self.mode == "oom":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        if self.mode == "hang":
+            time.sleep(3600)
         return self.head(self.conv(x).relu().mean((2, 3)))
 
 
@@ -34,5 +38,21 @@ CARD = register(ModelCard(
                 resolutions=(32,)),
         Variant(name="testnet_crash", builder=TinyNet, kwargs={"mode": "crash"}, resolutions=(32,)),
         Variant(name="testnet_oom", builder=TinyNet, kwargs={"mode": "oom"}, resolutions=(32,)),
+        Variant(name="testnet_hang", builder=TinyNet, kwargs={"mode": "hang"}, resolutions=(32,)),
     ),
+))
+
+
+def _zero_first(model: nn.Module, card, variant, params: dict) -> nn.Module:
+    """Zero the first ``count`` weights of the head: a method whose effect is known exactly."""
+    with torch.no_grad():
+        model.head.weight.view(-1)[: params["count"]] = 0
+    return model
+
+
+register_method(Method(
+    name="zerofirst", description="zero the first COUNT head weights (test method)", apply=_zero_first,
+    params={"count": Param(int, 4, check=lambda n: None if 0 <= n <= 80 else "must be in [0, 80]")},
+    applies_to=lambda card, variant: card.family == "testnet",
+    describe=lambda model: {"nonzero_params": sum(int((p != 0).sum()) for p in model.parameters())},
 ))

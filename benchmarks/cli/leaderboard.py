@@ -10,10 +10,14 @@ A malformed record stops the build with one line naming its file and field; noth
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Build and preview the static leaderboard site.", no_args_is_help=True, add_completion=False)
+from glocal.benchmarks.cli import app, errors_as_one_line, fail
+
+leaderboard_app = typer.Typer(help="Build and preview the static leaderboard site.", no_args_is_help=True)
+app.add_typer(leaderboard_app, name="leaderboard")
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -73,36 +77,37 @@ def model_cards() -> list[dict]:
     return [c.to_dict() for c in glocal.zoo.cards()]
 
 
-@app.command()
+def _require_site_extra() -> None:
+    """The site needs the ``leaderboard`` extra; say so in one line rather than failing half-way."""
+    import importlib.util
+
+    missing = [m for m in ("jinja2",) if importlib.util.find_spec(m) is None]
+    if missing:
+        fail(f"the leaderboard needs {', '.join(missing)}: pip install 'glocal[leaderboard]'")
+
+
+@leaderboard_app.command()
 def build(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the site to (replaced atomically)."),
-    results: list[Path] = typer.Option(
-        [],
-        "--results",
-        "-r",
-        help="A result store (SQLite), a JSON/JSONL export, or a folder of them; repeatable.",
-    ),
-    published: bool = typer.Option(
-        True,
-        "--published/--no-published",
-        help="Include the records published in glocal/leaderboard/results/.",
-    ),
-    charts: bool = typer.Option(True, "--charts/--no-charts", help="Draw Vega charts (needs altair, vl-convert)."),
-    title: str = typer.Option("glocal leaderboard", "--title", help="Site title."),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the site to (replaced atomically).")],
+    results: Annotated[list[Path] | None, typer.Option(
+        "--results", "-r", help="A result store (SQLite), a JSON/JSONL export, or a folder of them; repeatable.",
+    )] = None,
+    published: Annotated[bool, typer.Option(
+        "--published/--no-published", help="Include the records published in glocal/leaderboard/results/.")] = True,
+    charts: Annotated[bool, typer.Option("--charts/--no-charts", help="Draw Vega charts (needs altair, vl-convert).")
+                      ] = True,
+    title: Annotated[str, typer.Option("--title", help="Site title.")] = "glocal leaderboard",
 ) -> None:
     """Build the static site from result records; it opens from file:// and needs no network."""
-    from glocal.leaderboard.data import RecordError
+    _require_site_extra()
     from glocal.leaderboard.site import SiteError, build_site
 
-    try:
-        records = gather_records(list(results), published=published)
-        summary = build_site(records, model_cards(), out, title=title, charts=charts)
-    except (RecordError, SiteError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
-    except OSError as e:
-        typer.echo(f"error: cannot write the site to {out} ({e.strerror or e})", err=True)
-        raise typer.Exit(1) from None
+    with errors_as_one_line(SiteError):
+        records = gather_records(list(results or []), published=published)
+        try:
+            summary = build_site(records, model_cards(), out, title=title, charts=charts)
+        except OSError as e:
+            fail(f"cannot write the site to {out} ({e.strerror or e})")
     typer.echo(
         f"built {summary.out}: {summary.pages} pages, {summary.cells} cells from {summary.records} records, "
         f"{summary.models} models, {summary.charts} charts"
@@ -110,22 +115,22 @@ def build(
     typer.echo(f"open {summary.out / 'index.html'} or run `bench leaderboard serve --dir {out}`")
 
 
-@app.command()
+@leaderboard_app.command()
 def serve(
-    dir: Path = typer.Option(Path("site"), "--dir", "-d", help="A folder built by `bench leaderboard build`."),
-    port: int = typer.Option(8000, "--port", "-p", help="Port on 127.0.0.1 (0 picks a free one)."),
+    dir: Annotated[Path, typer.Option("--dir", "-d", help="A folder built by `bench leaderboard build`.")
+                   ] = Path("site"),
+    port: Annotated[int, typer.Option("--port", "-p", help="Port on 127.0.0.1 (0 picks a free one).", min=0,
+                                      max=65535)] = 8000,
 ) -> None:
     """Preview a built site on http://127.0.0.1:PORT/ (local only; Ctrl-C stops)."""
+    _require_site_extra()
     from glocal.leaderboard.site import SiteError, make_server
 
-    try:
-        server = make_server(dir, port)
-    except SiteError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
-    except OSError as e:
-        typer.echo(f"error: cannot listen on 127.0.0.1:{port} ({e.strerror or e})", err=True)
-        raise typer.Exit(1) from None
+    with errors_as_one_line(SiteError):
+        try:
+            server = make_server(dir, port)
+        except OSError as e:
+            fail(f"cannot listen on 127.0.0.1:{port} ({e.strerror or e})")
     typer.echo(f"serving {Path(dir).resolve()} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)")
     try:
         server.serve_forever()
@@ -133,7 +138,3 @@ def serve(
         pass
     finally:
         server.server_close()
-
-
-if __name__ == "__main__":
-    app()
