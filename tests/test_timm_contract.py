@@ -43,13 +43,7 @@ TARGET_BWD_FX_SIZE = 128
 MAX_BWD_FX_SIZE = 224
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Shared test machines: one intra-op thread, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("eager_flex_one_thread")  # one thread (tests/conftest.py)
 
 
 def _non_std(name: str) -> bool:
