@@ -154,6 +154,10 @@ def test_card_and_paper_metrics() -> None:
     assert metrics == {"top1": 84.4, "params_m": 90, "gmacs": 13.7}
     large = glocal.zoo.resolve("dinat_large")[1]
     assert large.weights[0].url.endswith("imagenet1k/dinat_large_in22k_in1k_224.pth")
+    assert large.weights[0].timm_name == "dinat_large"  # auto weights take timm's pretrained path (same URL)
+    import timm
+
+    assert timm.models.get_pretrained_cfg("dinat_large").url == large.weights[0].url
     assert {m.metric: m.value for m in large.paper_metrics}["top1"] == 86.6
 
 

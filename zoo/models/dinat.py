@@ -379,8 +379,9 @@ def _variant(name: str) -> Variant:
     params_m, gmacs, top1, filename = _README[name]
     large = name == "dinat_large"
     note = "ImageNet-22K pre-trained, fine-tuned on ImageNet-1K at 224" if large else "ImageNet-1K only, 224x224"
-    weights = [WeightSource(description=f"official checkpoint ({note}); raw state dict", url=_CKPT + filename,
-                            filename=filename, layout="official")]
+    weights = [WeightSource(description=f"official checkpoint ({note}); raw state dict, through timm's pretrained "
+                                        "path (its cache, else the URL)", url=_CKPT + filename, filename=filename,
+                            timm_name=name, layout="official")]
     return Variant(
         name=name,
         builder=DiNAT,
