@@ -4,7 +4,8 @@ matches the installed 1.0.x API; timm does not ship its tests), re-stated for SV
 ours and the sizes are timm's constants. Network-only tests (pretrained downloads) are re-stated with a
 local file through timm's own pretrained path, and the offline case is checked to fail in one line.
 
-The smallest variant of each family runs by default; the larger ones are ``slow``.
+The smallest variant of each family runs by default; the larger ones, and the fx backward and fx +
+TorchScript checks (about 15 s each), are ``slow``.
 """
 
 from __future__ import annotations
@@ -360,6 +361,7 @@ def test_model_forward_fx(model_name, batch_size=1):
     assert not torch.isnan(outputs).any(), "Output included NaNs"
 
 
+@pytest.mark.slow  # ~15 s per model on a shared 2-core machine
 @pytest.mark.parametrize("model_name", MODELS)
 def test_model_backward_fx(model_name, batch_size=2):
     input_size = _get_input_size(model_name=model_name, target=TARGET_BWD_FX_SIZE)
@@ -376,6 +378,7 @@ def test_model_backward_fx(model_name, batch_size=2):
     assert not torch.isnan(outputs).any(), "Output included NaNs"
 
 
+@pytest.mark.slow  # ~15 s per model on a shared 2-core machine
 @pytest.mark.parametrize("model_name", MODELS)
 def test_model_forward_fx_torchscript(model_name, batch_size=1):
     input_size = _get_input_size(model_name=model_name, target=TARGET_JIT_SIZE)
