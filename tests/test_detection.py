@@ -140,6 +140,17 @@ def test_coco_evaluator_on_a_folder(tmp_path):
     assert limited.metrics["num_samples"] == 1 and limited.metrics["box_ap"] == pytest.approx(100.0)
 
 
+def test_coco_evaluator_names_the_extra_without_pycocotools(tmp_path, monkeypatch):
+    import sys
+
+    from glocal.benchmarks.tasks.detection import evaluate_coco
+
+    monkeypatch.setitem(sys.modules, "pycocotools.coco", None)  # as if not installed
+    ctx = EvalContext(device=torch.device("cpu"), progress=False)
+    with pytest.raises(TaskError, match=r"needs pycocotools: pip install 'glocal\[detection\]'"):
+        evaluate_coco(_KnownDetector(), None, None, DatasetSpec.parse(f"coco={tmp_path}"), ctx)
+
+
 def test_coco_evaluator_refuses_bad_folders(tmp_path):
     from glocal.benchmarks.tasks.detection import evaluate_coco
 

@@ -133,7 +133,11 @@ def evaluate_coco(model: torch.nn.Module, card: Any, variant: Any, spec: Dataset
 
     import numpy as np
     from PIL import Image
-    from pycocotools.coco import COCO
+
+    try:
+        from pycocotools.coco import COCO
+    except ImportError:
+        raise TaskError("--dataset coco needs pycocotools: pip install 'glocal[detection]'") from None
 
     from glocal.benchmarks.metrics.coco import coco_ap, to_coco_results
 
