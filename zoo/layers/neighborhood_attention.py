@@ -70,6 +70,22 @@ class NeighborhoodAttentionError(ValueError):
 # The neighbourhood rule, per axis
 # ----------------------------------------------------------------------------------------------------------
 
+def _table_cache(maxsize: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``functools.lru_cache`` for index tables, built outside inference mode: a table first made under
+    ``torch.inference_mode`` would otherwise be an inference tensor that autograd refuses to save later."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.lru_cache(maxsize=maxsize)
+        @functools.wraps(fn)
+        def cached(*args: Any) -> Any:
+            with torch.inference_mode(False):
+                return fn(*args)
+
+        return cached
+
+    return deco
+
+
 def check_kernel_dilation(kernel_size: int, dilation: int) -> None:
     """Reject kernel sizes NA cannot use (even, < 1) and dilations < 1."""
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
@@ -91,7 +107,7 @@ def _axis_windows_tensor(length: int, kernel_size: int, dilation: int,
     return keys, offsets
 
 
-@functools.lru_cache(maxsize=512)
+@_table_cache(maxsize=512)
 def _axis_windows_cpu(length: int, kernel_size: int, dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
     return _axis_windows_tensor(length, kernel_size, dilation, torch.device("cpu"))
 
@@ -105,13 +121,13 @@ def axis_windows(length: int, kernel_size: int, dilation: int) -> tuple[torch.Te
     return _axis_windows_cpu(length, kernel_size, dilation)
 
 
-@functools.lru_cache(maxsize=256)
+@_table_cache(maxsize=256)
 def _axis_windows_on(length: int, kernel_size: int, dilation: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     keys, offsets = axis_windows(length, kernel_size, dilation)
     return keys.to(device), offsets.to(device)
 
 
-@functools.lru_cache(maxsize=256)
+@_table_cache(maxsize=256)
 def _axis_membership(length: int, kernel_size: int, dilation: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense per-axis tables: ``member[i, j]`` (j is in i's window) and the RPB offset ``[L, L]`` (clamped)."""
     keys, offsets = axis_windows(length, kernel_size, dilation)
@@ -199,7 +215,7 @@ def _run_per_dilation_group(fn: Callable[..., torch.Tensor], q: torch.Tensor, k:
 # blocked: query tiles x key regions through SDPA
 # ----------------------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=256)
+@_table_cache(maxsize=256)
 def _tile_tables(length: int, kernel_size: int, tile: int) -> tuple[int, int, int, torch.Tensor, torch.Tensor,
                                                                   torch.Tensor]:
     """Dilation-1 NA along one axis cut into query tiles of ``t``: tile size, key-region size R, tile count,
@@ -217,7 +233,7 @@ def _tile_tables(length: int, kernel_size: int, tile: int) -> tuple[int, int, in
     return t, region, n, key_rows, inwin, offsets
 
 
-@functools.lru_cache(maxsize=256)
+@_table_cache(maxsize=256)
 def _blocked_plan(H: int, W: int, kernel_size: int, tile: int, device: str) -> dict[str, Any]:
     """Index tables of the blocked backend for one map, all into the flattened H*W tokens: the tiles' queries
     (padded tiles repeat border tokens), their key regions, where each token's output sits among the tile
@@ -307,7 +323,7 @@ def _group_major_order(H: int, W: int, dilation: int) -> torch.Tensor:
     return torch.argsort(key.flatten())
 
 
-@functools.lru_cache(maxsize=64)
+@_table_cache(maxsize=64)
 def _flex_layout(H: int, W: int, kernel_size: int, dilation: int, device: str) -> dict[str, Any]:
     """Token permutation, per-axis tables and the BlockMask for one (H, W, k, d) on one device."""
     from torch.nn.attention.flex_attention import BlockMask
