@@ -154,6 +154,10 @@ def test_card_and_paper_metrics() -> None:
     assert metrics == {"top1": 84.4, "params_m": 90, "gmacs": 13.7}
     large = glocal.zoo.resolve("dinat_large")[1]
     assert large.weights[0].url.endswith("imagenet1k/dinat_large_in22k_in1k_224.pth")
+    assert large.weights[0].timm_name == "dinat_large"  # auto weights take timm's pretrained path (same URL)
+    import timm
+
+    assert timm.models.get_pretrained_cfg("dinat_large").url == large.weights[0].url
     assert {m.metric: m.value for m in large.paper_metrics}["top1"] == 86.6
 
 
@@ -168,8 +172,7 @@ def test_timm_registry_and_api() -> None:
     assert all(f["module"] in modules for f in model.feature_info)
     model.reset_classifier(3)
     assert model.head.out_features == 3 and model.get_classifier() is model.head
-    with pytest.raises(ValueError, match="no hub weights"):
-        timm.create_model("dinat_mini", pretrained=True)
+    assert timm.list_pretrained("dinat_mini") == ["dinat_mini"]  # pretrained=True: tests/test_timm_contract.py
     small = DiNAT(**TINY, num_classes=5).eval()
     seen = {}
     hooks = [dict(small.named_modules())[f["module"]].register_forward_hook(

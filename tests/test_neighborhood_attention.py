@@ -298,3 +298,17 @@ def test_microbench_agreement_bound_scales_with_the_output():
     assert agreement_bound(torch.bfloat16, big) > 2.0**-5
     assert agreement_bound(torch.bfloat16, torch.tensor([0.25])) == pytest.approx(3e-2)
     assert agreement_bound(torch.float32, big) == pytest.approx(6e-4)
+
+
+@pytest.mark.parametrize("backend", ["blocked", "reference"])
+def test_tables_first_made_in_inference_mode_serve_autograd(backend):
+    """Cached index tables are never inference tensors: a first call under torch.inference_mode (an eval pass)
+    must not break a later backward at the same map size."""
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 2, 13, 17, 4, generator=g) for _ in range(3))
+    rpb = torch.randn(2, 5, 5, generator=g)
+    with torch.inference_mode():
+        na2d(q, k, v, rpb, 3, 2, backend=backend)
+    leaves = [t.clone().requires_grad_() for t in (q, rpb)]
+    na2d(leaves[0], k, v, leaves[1], 3, 2, backend=backend).square().sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0 for t in leaves)

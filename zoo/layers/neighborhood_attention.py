@@ -49,11 +49,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
+from timm.models import register_notrace_function, register_notrace_module
 
 __all__ = [
     "BACKENDS", "NeighborhoodAttention2D", "NeighborhoodAttentionCore", "NeighborhoodAttentionError", "axis_windows",
-    "flex_compile_enabled", "na2d", "na2d_blocked", "na2d_macs", "natten_available", "natten_supports",
-    "resolve_backend", "set_flex_compile",
+    "flex_compile_enabled", "na2d", "na2d_blocked", "na2d_macs", "na2d_script", "natten_available",
+    "natten_supports", "pad_to_window", "resolve_backend", "rpb_for_call", "set_flex_compile",
 ]
 
 BACKENDS = ("auto", "reference", "blocked", "flex", "natten")
@@ -69,6 +70,22 @@ class NeighborhoodAttentionError(ValueError):
 # The neighbourhood rule, per axis
 # ----------------------------------------------------------------------------------------------------------
 
+def _table_cache(maxsize: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``functools.lru_cache`` for index tables, built outside inference mode: a table first made under
+    ``torch.inference_mode`` would otherwise be an inference tensor that autograd refuses to save later."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.lru_cache(maxsize=maxsize)
+        @functools.wraps(fn)
+        def cached(*args: Any) -> Any:
+            with torch.inference_mode(False):
+                return fn(*args)
+
+        return cached
+
+    return deco
+
+
 def check_kernel_dilation(kernel_size: int, dilation: int) -> None:
     """Reject kernel sizes NA cannot use (even, < 1) and dilations < 1."""
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
@@ -77,16 +94,22 @@ def check_kernel_dilation(kernel_size: int, dilation: int) -> None:
         raise NeighborhoodAttentionError(f"dilation must be an int >= 1, got {dilation!r}")
 
 
-@functools.lru_cache(maxsize=512)
-def _axis_windows_cpu(length: int, kernel_size: int, dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
-    i = torch.arange(length)
-    group, gi = i % dilation, i // dilation
-    group_len = (length - group + dilation - 1) // dilation
+def _axis_windows_tensor(length: int, kernel_size: int, dilation: int,
+                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The neighbourhood rule along one axis as tensor ops (TorchScript-compatible; no checks, no cache)."""
+    i = torch.arange(length, device=device)
+    group, gi = i % dilation, torch.div(i, dilation, rounding_mode="floor")
+    group_len = torch.div(length - group + dilation - 1, dilation, rounding_mode="floor")
     start = torch.minimum((gi - kernel_size // 2).clamp(min=0), group_len - kernel_size)
-    steps = start[:, None] + torch.arange(kernel_size)  # window in group coordinates
+    steps = start[:, None] + torch.arange(kernel_size, device=device)  # window in group coordinates
     keys = steps * dilation + group[:, None]
     offsets = steps - gi[:, None] + kernel_size - 1
     return keys, offsets
+
+
+@_table_cache(maxsize=512)
+def _axis_windows_cpu(length: int, kernel_size: int, dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return _axis_windows_tensor(length, kernel_size, dilation, torch.device("cpu"))
 
 
 def axis_windows(length: int, kernel_size: int, dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,13 +121,13 @@ def axis_windows(length: int, kernel_size: int, dilation: int) -> tuple[torch.Te
     return _axis_windows_cpu(length, kernel_size, dilation)
 
 
-@functools.lru_cache(maxsize=256)
+@_table_cache(maxsize=256)
 def _axis_windows_on(length: int, kernel_size: int, dilation: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     keys, offsets = axis_windows(length, kernel_size, dilation)
     return keys.to(device), offsets.to(device)
 
 
-@functools.lru_cache(maxsize=256)
+@_table_cache(maxsize=256)
 def _axis_membership(length: int, kernel_size: int, dilation: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense per-axis tables: ``member[i, j]`` (j is in i's window) and the RPB offset ``[L, L]`` (clamped)."""
     keys, offsets = axis_windows(length, kernel_size, dilation)
@@ -119,22 +142,37 @@ def _axis_membership(length: int, kernel_size: int, dilation: int, device: str) 
 # reference: explicit gather
 # ----------------------------------------------------------------------------------------------------------
 
-def _na2d_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None,
-                    kernel_size: int, dilation: int, dropout_p: float) -> torch.Tensor:
-    """Gather each query's k x k neighbours, softmax(q.k + rpb), weighted sum of values."""
-    H, W = q.shape[2], q.shape[3]
-    dev = str(q.device)
-    keys_h, off_h = _axis_windows_on(H, kernel_size, dilation, dev)
-    keys_w, off_w = _axis_windows_on(W, kernel_size, dilation, dev)
+def _na2d_gather(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None,
+                 keys_h: torch.Tensor, off_h: torch.Tensor, keys_w: torch.Tensor, off_w: torch.Tensor,
+                 dropout_p: float) -> torch.Tensor:
+    """Gather each query's k x k neighbours (per-axis windows given), softmax(q.k + rpb), weighted sum of values."""
     rows, cols = keys_h[:, None, :, None], keys_w[None, :, None, :]
     k_nb = k[:, :, rows, cols]  # [B, heads, H, W, k, k, D]
-    logits = torch.einsum("bnhwd,bnhwxyd->bnhwxy", q, k_nb)
+    logits = torch.einsum("bnhwd,bnhwxyd->bnhwxy", [q, k_nb])
     if rpb is not None:
         logits = logits + rpb[:, off_h[:, None, :, None], off_w[None, :, None, :]].to(logits.dtype)
     attn = logits.flatten(-2).softmax(-1)
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
-    return torch.einsum("bnhwx,bnhwxd->bnhwd", attn, v[:, :, rows, cols].flatten(4, 5))
+    return torch.einsum("bnhwx,bnhwxd->bnhwd", [attn, v[:, :, rows, cols].flatten(4, 5)])
+
+
+def _na2d_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None,
+                    kernel_size: int, dilation: int, dropout_p: float) -> torch.Tensor:
+    """The gather oracle with cached per-axis windows."""
+    dev = str(q.device)
+    keys_h, off_h = _axis_windows_on(q.shape[2], kernel_size, dilation, dev)
+    keys_w, off_w = _axis_windows_on(q.shape[3], kernel_size, dilation, dev)
+    return _na2d_gather(q, k, v, rpb, keys_h, off_h, keys_w, off_w, dropout_p)
+
+
+def na2d_script(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None, kernel_size: int,
+                dilation: int, dropout_p: float) -> torch.Tensor:
+    """The TorchScript path: the gather reference with the windows computed in the graph (maps at least
+    kernel_size * dilation per side, as the module guarantees by padding)."""
+    keys_h, off_h = _axis_windows_tensor(q.shape[2], kernel_size, dilation, q.device)
+    keys_w, off_w = _axis_windows_tensor(q.shape[3], kernel_size, dilation, q.device)
+    return _na2d_gather(q, k, v, rpb, keys_h, off_h, keys_w, off_w, dropout_p)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -177,7 +215,7 @@ def _run_per_dilation_group(fn: Callable[..., torch.Tensor], q: torch.Tensor, k:
 # blocked: query tiles x key regions through SDPA
 # ----------------------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=256)
+@_table_cache(maxsize=256)
 def _tile_tables(length: int, kernel_size: int, tile: int) -> tuple[int, int, int, torch.Tensor, torch.Tensor,
                                                                   torch.Tensor]:
     """Dilation-1 NA along one axis cut into query tiles of ``t``: tile size, key-region size R, tile count,
@@ -195,7 +233,7 @@ def _tile_tables(length: int, kernel_size: int, tile: int) -> tuple[int, int, in
     return t, region, n, key_rows, inwin, offsets
 
 
-@functools.lru_cache(maxsize=256)
+@_table_cache(maxsize=256)
 def _blocked_plan(H: int, W: int, kernel_size: int, tile: int, device: str) -> dict[str, Any]:
     """Index tables of the blocked backend for one map, all into the flattened H*W tokens: the tiles' queries
     (padded tiles repeat border tokens), their key regions, where each token's output sits among the tile
@@ -285,7 +323,7 @@ def _group_major_order(H: int, W: int, dilation: int) -> torch.Tensor:
     return torch.argsort(key.flatten())
 
 
-@functools.lru_cache(maxsize=64)
+@_table_cache(maxsize=64)
 def _flex_layout(H: int, W: int, kernel_size: int, dilation: int, device: str) -> dict[str, Any]:
     """Token permutation, per-axis tables and the BlockMask for one (H, W, k, d) on one device."""
     from torch.nn.attention.flex_attention import BlockMask
@@ -522,8 +560,10 @@ def na2d_macs(q_shape: tuple[int, ...] | torch.Size, kernel_size: int, v_dim: in
 # modules
 # ----------------------------------------------------------------------------------------------------------
 
+@register_notrace_module
 class NeighborhoodAttentionCore(nn.Module):
-    """The parameter-free NA core (q, k, v, rpb -> out); its own module so MAC counting uses the formula."""
+    """The parameter-free NA core (q, k, v, rpb -> out); its own module so MAC counting uses the formula, and
+    a leaf for torch.fx (its backend choice is Python control flow). TorchScript runs the gather reference."""
 
     def __init__(self, kernel_size: int, dilation: int = 1, attn_drop: float = 0.0, backend: str = "auto") -> None:
         super().__init__()
@@ -543,10 +583,17 @@ class NeighborhoodAttentionCore(nn.Module):
         return name
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None) -> torch.Tensor:
+        p = self.attn_drop if self.training else 0.0
+        if torch.jit.is_scripting():
+            return na2d_script(q, k, v, rpb, self.kernel_size, self.dilation, p)
+        return self._dispatch(q, k, v, rpb, p)
+
+    @torch.jit.unused
+    def _dispatch(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None,
+                  dropout_p: float) -> torch.Tensor:
         name = self.backend_for(q.device, rpb is not None)
         self.last_backend = name
-        p = self.attn_drop if self.training else 0.0
-        return na2d(q, k, v, rpb, self.kernel_size, self.dilation, backend=name, dropout_p=p)
+        return na2d(q, k, v, rpb, self.kernel_size, self.dilation, backend=name, dropout_p=dropout_p)
 
     def glocal_macs(self, inputs: tuple, output: Any) -> int:
         q, _, v = inputs[:3]
@@ -556,13 +603,37 @@ class NeighborhoodAttentionCore(nn.Module):
         return f"kernel_size={self.kernel_size}, dilation={self.dilation}, backend={self.backend!r}"
 
 
+@register_notrace_function
+def pad_to_window(x: torch.Tensor, dim: int, window: int) -> torch.Tensor:
+    """Check a channels-last ``[B, H, W, dim]`` map and zero-pad it at the bottom/right to at least ``window``
+    per side (NATTEN <= 0.15; padded tokens act as keys). One opaque call under torch.fx."""
+    if x.dim() != 4 or x.shape[-1] != dim:
+        raise NeighborhoodAttentionError(f"expected channels-last input [B, H, W, {dim}], got {list(x.shape)}")
+    pad_h, pad_w = max(0, window - x.shape[1]), max(0, window - x.shape[2])
+    if pad_h > 0 or pad_w > 0:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    return x
+
+
+@register_notrace_function
+def rpb_for_call(rpb: torch.Tensor | None) -> torch.Tensor | None:
+    """The RPB as the core receives it: detached when autograd is off (FlopCounterMode's module tracker fails on
+    Parameter inputs without autograd). Decided at run time, also in a torch.fx graph."""
+    if rpb is not None and not torch.is_grad_enabled():
+        return rpb.detach()
+    return rpb
+
+
 class NeighborhoodAttention2D(nn.Module):
     """NATTEN's 2-D NA module (channels-last ``[B, H, W, C]``): qkv, NA with RPB, proj; NATTEN <= 0.15 padding."""
 
+    __jit_unused_properties__ = ["backend"]
+
     def __init__(self, dim: int, num_heads: int, kernel_size: int = 7, dilation: int = 1, qkv_bias: bool = True,
                  qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 rel_pos_bias: bool = True, backend: str = "auto") -> None:
+                 rel_pos_bias: bool = True, backend: str = "auto", device=None, dtype=None) -> None:
         super().__init__()
+        dd = dict(device=device, dtype=dtype)
         if dim % num_heads:
             raise NeighborhoodAttentionError(f"dim {dim} is not divisible by num_heads {num_heads}")
         check_kernel_dilation(kernel_size, dilation)
@@ -574,41 +645,31 @@ class NeighborhoodAttention2D(nn.Module):
         self.dilation = dilation
         self.window_size = kernel_size * dilation
         if rel_pos_bias:  # registered first, like NATTEN, so it leads the state dict
-            self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1))
+            self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1, **dd))
             trunc_normal_(self.rpb, std=0.02, mean=0.0, a=-2.0, b=2.0)
         else:
             self.register_parameter("rpb", None)
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias, **dd)
         self.core = NeighborhoodAttentionCore(kernel_size, dilation, attn_drop, backend)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
     @property
     def backend(self) -> str:
         return self.core.backend
 
+    @torch.jit.unused
     def backend_for(self, device: torch.device | str) -> str:
         return self.core.backend_for(device, self.rpb is not None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[-1] != self.dim:
-            raise NeighborhoodAttentionError(
-                f"expected channels-last input [B, H, W, {self.dim}], got {tuple(x.shape)}")
-        B, H0, W0, C = x.shape
-        pad_h, pad_w = max(0, self.window_size - H0), max(0, self.window_size - W0)
-        if pad_h or pad_w:  # maps smaller than k*d: zero-pad bottom/right (padded tokens act as keys), crop later
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        H, W = x.shape[1], x.shape[2]
-        qkv = self.qkv(x).reshape(B, H, W, 3, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
+        padded = pad_to_window(x, self.dim, self.window_size)  # maps smaller than k*d: cropped back below
+        B, H, W, C = padded.shape
+        qkv = self.qkv(padded).reshape(B, H, W, 3, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2, 5)
         q, k, v = qkv.unbind(0)
-        rpb = self.rpb
-        if rpb is not None and not torch.is_grad_enabled():
-            rpb = rpb.detach()  # FlopCounterMode's module tracker fails on Parameter inputs without autograd
-        x = self.core(q * self.scale, k, v, rpb)  # [B, heads, H, W, head_dim]
-        x = x.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)
-        if pad_h or pad_w:
-            x = x[:, :H0, :W0]
-        return self.proj_drop(self.proj(x))
+        out = self.core(q * self.scale, k, v, rpb_for_call(self.rpb))  # [B, heads, H, W, head_dim]
+        out = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C)[:, :x.shape[1], :x.shape[2]]
+        return self.proj_drop(self.proj(out))
 
     def extra_repr(self) -> str:
         return (f"head_dim={self.head_dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, "
