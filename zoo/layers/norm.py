@@ -12,10 +12,10 @@ class ChannelLayerNorm(nn.Module):
     SViT); the output is made contiguous NCHW again, so the convolutions after it run in their NCHW kernels
     instead of receiving channels-last strides (on CPU the difference is measurable)."""
 
-    def __init__(self, dim: int, eps: float = 1e-5, attr: str = "body") -> None:
+    def __init__(self, dim: int, eps: float = 1e-5, attr: str = "body", device=None, dtype=None) -> None:
         super().__init__()
         self.attr = attr
-        self.add_module(attr, LayerNorm2d(dim, eps=eps))
+        self.add_module(attr, LayerNorm2d(dim, eps=eps, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return getattr(self, self.attr)(x).contiguous()

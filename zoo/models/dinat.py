@@ -19,10 +19,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, SelectAdaptivePool2d, trunc_normal_
+from timm.layers import DropPath, Mlp, SelectAdaptivePool2d
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
+from glocal.zoo.layers.init import init_vit_linear
 from glocal.zoo.layers.inputs import check_image
 from glocal.zoo.layers.neighborhood_attention import NeighborhoodAttention2D
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
@@ -172,7 +173,7 @@ class DiNAT(nn.Module):
         self.feature_info = [
             dict(num_chs=int(embed_dim * 2**i), reduction=4 * 2**i, module=f"levels.{i}.blocks.{depths[i] - 1}")
             for i in range(levels)]
-        self.apply(_init_weights)
+        self.apply(init_vit_linear)
 
     @torch.jit.ignore
     def no_weight_decay_keywords(self) -> set[str]:
@@ -268,17 +269,6 @@ class DiNAT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _init_weights(m: nn.Module) -> None:
-    """Official init: truncated-normal Linear weights, zero biases, unit LayerNorms (convs: PyTorch default)."""
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 def _alternating(pattern: Sequence[int], depth: int) -> list[int]:
@@ -386,7 +376,7 @@ def _variant(name: str) -> Variant:
         name=name,
         builder=DiNAT,
         kwargs={k: (list(v) if isinstance(v, tuple) else v) for k, v in CONFIGS[name].items()},
-        preprocessing=Preprocessing(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic"),
+        preprocessing=Preprocessing.from_timm(name),  # one definition: the timm pretrained cfg registered above
         weights=tuple(weights),
         paper_metrics=(
             PaperMetric("ImageNet-1K", "top1", top1, f"224x224, {note}; classification/DiNAT.md"),

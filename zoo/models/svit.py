@@ -23,25 +23,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, SelectAdaptivePool2d, to_2tuple, trunc_normal_
+from timm.layers import DropPath, SelectAdaptivePool2d, to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, register_notrace_function
 from timm.models._features import feature_take_indices
 
+from glocal.zoo.layers.init import init_vit_linear
 from glocal.zoo.layers.inputs import check_image
+from glocal.zoo.layers.norm import ChannelLayerNorm
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 
 __all__ = ["SViT", "SuperTokenAttention", "SViTBlock", "CONFIGS"]
-
-
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over the channels of a (B, C, H, W) map; the wrapped ``norm`` matches the official keys."""
-
-    def __init__(self, dim: int, eps: float = 1e-6, device=None, dtype=None) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim, eps=eps, device=device, dtype=dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
 
 
 class ResDWConv(nn.Module):
@@ -230,7 +221,7 @@ class SViTBlock(nn.Module):
         dd = dict(device=device, dtype=dtype)
         self.layerscale = layerscale
         self.pos_embed = ResDWConv(dim, 3, **dd)
-        self.norm1 = ChannelLayerNorm(dim, **dd)
+        self.norm1 = ChannelLayerNorm(dim, eps=1e-6, attr="norm", **dd)
         self.attn = SuperTokenAttention(dim, stoken_size=stoken_size, n_iter=n_iter, num_heads=num_heads,
                                         qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop,
                                         proj_drop=drop, **dd)
@@ -347,7 +338,7 @@ class SViT(nn.Module):
         self.feature_info = [
             dict(num_chs=embed_dim[i], reduction=4 * 2**i, module=f"layers.{i}.blocks.{depths[i] - 1}")
             for i in range(n)]
-        self.apply(_init_weights)
+        self.apply(init_vit_linear)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -437,17 +428,6 @@ def _size_multiple(stoken_size: tuple[int, ...]) -> int:
     return m
 
 
-def _init_weights(m: nn.Module) -> None:
-    """Official init: truncated-normal Linear layers, unit LayerNorms; convs keep PyTorch's default."""
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-
-
 # Official factories (models/stvit.py): stoken sizes [8, 4, 1, 1], one association iteration, 1024-d
 # projection, qkv bias; layer scale (init 1e-6) in stages 3-4 of B and L. drop_path_rate is the README's
 # training value (it has no effect in eval mode).
@@ -511,7 +491,7 @@ def _variant(name: str, size: str, params: int, top1: float, gmacs: float, top1_
         name=name,
         builder=SViT,
         kwargs=dict(CONFIGS[name]),
-        preprocessing=Preprocessing(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic"),
+        preprocessing=Preprocessing.from_timm(name),  # one definition: the timm pretrained cfg registered above
         weights=(
             WeightSource(description="official ImageNet-1K checkpoint, 224 (DeiT training dict; Google Drive "
                                      "folder, file named in the README)", url=_DRIVE,
