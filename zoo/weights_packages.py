@@ -131,12 +131,21 @@ def convert_checkpoint(card: ModelCard, variant: Variant, path: Path) -> tuple[d
     Returns (state dict, source layout, whether the result is the file's own tensors, unchanged)."""
     raw = read_checkpoint(path)
     converted, layout = to_native_layout(card, raw, origin=str(path))
-    with torch.device("meta"):
-        model = variant.build()
+    model = _build_empty(variant)
     check_keys_and_shapes(model.state_dict(), converted, origin=str(path))
     model.load_state_dict(converted, strict=True, assign=True)  # the real strict load, without allocating
     unchanged = converted is raw and path.suffix == ".safetensors" and list(converted) == _safetensors_keys(path)
     return converted, layout, unchanged
+
+
+def _build_empty(variant: Variant) -> torch.nn.Module:
+    """The model without allocating its weights (meta device), or on the CPU when its constructor reads tensor
+    values (e.g. ``linspace(...).tolist()`` for drop-path rates), which meta tensors cannot give."""
+    try:
+        with torch.device("meta"):
+            return variant.build()
+    except NotImplementedError:
+        return variant.build()
 
 
 def zoo_layout_of(card: ModelCard, state_dict: dict[str, torch.Tensor]) -> str:
@@ -152,7 +161,7 @@ def _safetensors_keys(path: Path) -> list[str]:
         return list(f.keys())
 
 
-def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path, variant: str) -> None:
+def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     """Write tensors contiguously; tensors sharing storage (tied weights) are copied so safetensors accepts them."""
     from safetensors.torch import save_file
 
@@ -163,7 +172,7 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: Path, variant: s
         ptr = t.untyped_storage().data_ptr()
         out[key] = t.clone() if ptr in seen and t.numel() else t
         seen.add(ptr)
-    save_file(out, str(path), metadata={"format": "pt", "variant": variant})
+    save_file(out, str(path), metadata={"format": "pt"})  # one entry: safetensors writes a map in no fixed order
 
 
 def package(model: str, source_file: str | os.PathLike, out_dir: str | os.PathLike = ".", *,
@@ -189,25 +198,26 @@ def package(model: str, source_file: str | os.PathLike, out_dir: str | os.PathLi
         raise WeightsPackageError(f"{variant.name}: {restricted}; read it, then pass --accept-license to package")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    filename = f"{variant.name}.safetensors"
+    limit = max_wheel_mb * 2**20
+    official_url = source_url(src) if src is not None and not manual_steps(src) else None
+    # a large official safetensors file already in the zoo layout: the wheel points at the official file itself
+    as_is = unchanged and external_url is None and official_url is not None and path.stat().st_size > limit
     with tempfile.TemporaryDirectory(dir=out, prefix=".glocal-weights-") as tmp:
-        staged = Path(tmp) / filename
-        if unchanged:  # the official safetensors file as is: its URL and sha256 stay valid for downloads
-            shutil.copyfile(path, staged)
-        else:
-            save_safetensors(converted, staged, variant.name)
+        if as_is:
+            staged, url = path, official_url
+        else:  # re-saved: the same weights in any official layout give the same bytes
+            staged, url = Path(tmp) / f"{variant.name}.safetensors", external_url
+            save_safetensors(converted, staged)
+            if url is None and staged.stat().st_size > limit:
+                raise WeightsPackageError(f"{variant.name}: the converted file is {staged.stat().st_size / 2**20:.0f} "
+                                          f"MiB, over --max-wheel-mb {max_wheel_mb:g}; host it and pass "
+                                          "--external-url URL")
         del converted
-        size = staged.stat().st_size
-        url = external_url or (source_url(src) if unchanged and src is not None and size > max_wheel_mb * 2**20
-                               and not manual_steps(src) else None)
-        if url is None and size > max_wheel_mb * 2**20:
-            raise WeightsPackageError(f"{variant.name}: the converted file is {size / 2**20:.0f} MiB, over "
-                                      f"--max-wheel-mb {max_wheel_mb:g}; host it and pass --external-url URL")
         meta = _metadata(card, variant, src, layout, zoo_layout, path, original_sha, staged, licence, restricted,
                          version, url)
         wheel = _write_wheel(out, meta, staged if url is None else None, Path(tmp))
         external = None
-        if url is not None and not unchanged:
+        if url is not None and not as_is:  # the maintainer uploads this file to --external-url
             external = out / f"{variant.name}-{meta['sha256'][:12]}.safetensors"
             os.replace(staged, external)
     return Built(wheel, meta, external)
