@@ -5,7 +5,7 @@ A weights wheel ``glocal-weights-<variant>`` holds one importable module ``gloca
 safetensors file in the zoo's own layout, a metadata file ``glocal-weights.json`` (variant, family, source URL
 and sha256, converted sha256, licence, paper metrics, converter and glocal versions) and the ``glocal.weights``
 entry point that :mod:`glocal.zoo.weights` discovers. Large files (a FLUX transformer, VGGT-1B) go in
-metadata-only wheels: the file is downloaded on first use into the user cache (:mod:`glocal.zoo.download`).
+metadata-only wheels: the file is downloaded on first use into the user cache (:mod:`glocal.download`).
 Wheels are written with :mod:`zipfile` (a complete ``.dist-info``: METADATA, WHEEL, RECORD, entry_points.txt),
 so packaging is fast and offline.
 """
@@ -327,14 +327,14 @@ def _write_wheel(out: Path, meta: dict[str, Any], weights_file: Path | None, tmp
 
 def cached_path(meta: dict[str, Any]) -> Path:
     """Where a metadata-only package's file lives once downloaded (content-addressed in the user cache)."""
-    from glocal.zoo.download import cache_dir
+    from glocal.download import cache_dir
 
     return cache_dir() / "sha256" / meta["sha256"] / meta["file"]
 
 
 def locate(metadata_path: str | os.PathLike) -> dict[str, Any]:
     """The weights file of an installed package: in the wheel, else downloaded (verified) on first use."""
-    from glocal.zoo.download import DownloadError, download
+    from glocal.download import DownloadError, download
 
     meta_path = Path(metadata_path)
     meta = json.loads(meta_path.read_text())
@@ -471,7 +471,7 @@ def fetch(model: str, out_dir: str | os.PathLike | None = None, index: int | Non
           progress: bool = True) -> tuple[Path, FetchPlan]:
     """Download a variant's official file (the first plain-URL source, or source ``index``) into ``out_dir``
     (default: the user cache), verified against the card's sha256 when it records one."""
-    from glocal.zoo.download import cache_dir, download
+    from glocal.download import cache_dir, download
 
     variant, plans = fetch_plans(model)
     if not plans:

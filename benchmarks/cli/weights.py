@@ -65,9 +65,10 @@ def weights_fetch(
 ) -> None:
     """Download a variant's official weights file (Hugging Face, GitHub releases, any HTTP URL), resumable and
     verified; sources that need a browser (Google Drive, Baidu) are listed with instructions."""
+    from glocal.download import DownloadError
     from glocal.zoo.weights_packages import fetch, fetch_plans
 
-    with errors_as_one_line():
+    with errors_as_one_line(DownloadError):
         variant, plans = fetch_plans(model)
         if list_only or (source is None and not any(p.url for p in plans)):
             for i, p in enumerate(plans):

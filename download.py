@@ -4,7 +4,9 @@ A file is written to ``DEST.part`` and moved to ``DEST`` only after its sha256 m
 corrupt download is never used; a dropped connection resumes with an HTTP ``Range`` request; a lock file
 beside the destination makes a second process wait for the first one's download instead of writing the same
 ``.part`` file. Offline (``GLOCAL_OFFLINE`` / ``HF_HUB_OFFLINE``) or unreachable hosts fail fast with one line.
-Only the standard library is used (urllib), plus :mod:`glocal.progress` for the bar.
+Only the standard library is used (urllib), plus :mod:`glocal.progress` for the bar; like those, this module
+lives at the package root and imports no torch, so any process (a dataset worker, a waiting second process)
+can use it cheaply.
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from glocal.hashing import sha256_file
-from glocal.zoo.weights import CheckpointError, _offline
 
 CHUNK = 1 << 20  # 1 MiB: the unit of the progress bar
 RETRIES = 5  # resumes after a dropped connection (only once bytes have arrived: a refused connect fails at once)
 
 
-class DownloadError(CheckpointError):
+class DownloadError(ValueError):
     """A download that cannot be completed or verified (one clear line; nothing half-written is kept)."""
+
+
+def offline() -> bool:
+    """The user said there is no network (the variables the zoo's hub path honours too)."""
+    return any(os.environ.get(k, "") not in ("", "0") for k in ("HF_HUB_OFFLINE", "GLOCAL_OFFLINE"))
 
 
 def cache_dir() -> Path:
@@ -129,7 +135,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, *, ti
         raise DownloadError(f"cannot download {url!r}: only http(s) URLs are supported")
     if dest.is_file():
         return dest
-    if _offline():
+    if offline():
         raise DownloadError(f"offline (GLOCAL_OFFLINE/HF_HUB_OFFLINE set): cannot download {url}")
     made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     part = dest.with_name(dest.name + ".part")
