@@ -83,6 +83,9 @@ def manual_steps(src: WeightSource) -> str | None:
     """Instructions for a source that needs a browser (Google Drive, Baidu...), None for a plain URL."""
     url = source_url(src)
     host = urlparse(url).hostname if url else None
+    if url is None and src.hf_hub_id:  # a whole repository (transformers models): many files, not one
+        return (f"a multi-file Hugging Face repository: `huggingface-cli download {src.hf_hub_id} --local-dir DIR`"
+                f"{' (gated: accept its terms first)' if src.gated else ''}, then `bench run --weights DIR`")
     if url is None:
         return f"no URL recorded: {src.description}"
     if host in MANUAL_HOSTS or (host or "").endswith(".baidu.com"):
