@@ -284,21 +284,29 @@ def test_two_processes_share_one_download(server, tmp_path):
 def test_metadata_only_wheel_downloads_on_first_use(built, server, tmp_path, monkeypatch):
     """A large-weights wheel carries no file: the zoo downloads it (verified) into the cache when first used."""
     url = f"{server.url}/rgt_s_x2.safetensors"
-    made = wp.package("rgt_s_x2", built["ck"] / PACKAGES["rgt_s_x2"], tmp_path / "ext", external_url=url)
-    assert made.metadata["urls"] == [url] and made.external_file is not None
-    assert made.metadata["sha256"] == built["metas"]["rgt_s_x2"]["sha256"] == sha256_file(made.external_file)
-    with zipfile.ZipFile(made.wheel) as zf:
+    src = built["ck"] / PACKAGES["rgt_s_x2"]
+    res = runner.invoke(app, ["weights", "package", "--model", "rgt_s_x2", "--from", str(src), "--out",
+                              str(tmp_path / "ext"), "--external-url", url])
+    assert res.exit_code == 0 and "metadata only" in res.output, res.output
+    sha = built["metas"]["rgt_s_x2"]["sha256"]
+    wheel = tmp_path / "ext" / "glocal_weights_rgt_s_x2-1.0.0-py3-none-any.whl"
+    hosted = tmp_path / "ext" / f"rgt_s_x2-{sha[:12]}.safetensors"  # the file to upload to the URL
+    assert sorted(p.name for p in (tmp_path / "ext").iterdir()) == sorted([wheel.name, hosted.name])
+    assert sha256_file(hosted) == sha
+    with zipfile.ZipFile(wheel) as zf:
         assert not any(n.endswith(".safetensors") for n in zf.namelist())
         zf.extractall(tmp_path / "site")
-    server.files["/rgt_s_x2.safetensors"] = made.external_file.read_bytes()
+    meta = json.loads((tmp_path / "site" / wp.module_name("rgt_s_x2") / wp.METADATA_FILE).read_text())
+    assert meta["urls"] == [url] and meta["sha256"] == sha
+    server.files["/rgt_s_x2.safetensors"] = hosted.read_bytes()
     monkeypatch.setenv("GLOCAL_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("GLOCAL_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.delitem(sys.modules, wp.module_name("rgt_s_x2"), raising=False)  # the venv's copy, imported above
     model = zoo.create_model("rgt_s_x2")
-    assert model.glocal_weights.source == "package" and model.glocal_weights.sha256 == made.metadata["sha256"]
-    cached = tmp_path / "cache" / "sha256" / made.metadata["sha256"] / "rgt_s_x2.safetensors"
+    assert model.glocal_weights.source == "package" and model.glocal_weights.sha256 == sha
+    cached = tmp_path / "cache" / "sha256" / sha / "rgt_s_x2.safetensors"
     assert cached.is_file()
     n = len(server.log)
     again = wp.locate(tmp_path / "site" / wp.module_name("rgt_s_x2") / wp.METADATA_FILE)  # second use: the cache
@@ -362,3 +370,17 @@ def test_fetch_plans_separate_plain_urls_from_manual_sources():
     _, rgt = wp.fetch_plans("rgt_s_x2")
     assert rgt[0].url is None and "Google Drive" in rgt[0].manual
     _one_line_error(["weights", "fetch", "--model", "rgt_s_x2"], "no source is a plain download")
+
+
+def test_fetch_downloads_a_cards_plain_url_source(server, tmp_path, monkeypatch):
+    """`bench weights fetch` takes the first plain-URL source (here pointed at the local server) into --out."""
+    data = _payload(1 << 19, 4)
+    server.files["/gcvit_xxtiny_224_nvidia.pth"] = data
+    monkeypatch.setattr(wp, "source_url", lambda src: f"{server.url}/gcvit_xxtiny_224_nvidia.pth")
+    monkeypatch.delenv("GLOCAL_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    res = runner.invoke(app, ["weights", "fetch", "--model", "gcvit_xxtiny", "--out", str(tmp_path / "official")])
+    assert res.exit_code == 0, res.output
+    got = tmp_path / "official" / "gcvit_xxtiny_224_nvidia.pth"
+    assert got.read_bytes() == data and sorted(p.name for p in got.parent.iterdir()) == [got.name]
+    assert "no published sha256" in res.output
