@@ -339,6 +339,8 @@ def test_bad_checkpoints_are_one_line_and_leave_no_wheel(built, tmp_path):
         (["--model", "gcvit_xxtiny", "--from", str(ck / PACKAGES["gcvit_xxtiny"])],
          "the licence is restricted ('NC'"),
         (["--model", "rgt_s_x2", "--from", str(tmp_path / "none.pth")], "checkpoint not found"),
+        (["--model", "rgt_s_x2", "--from", str(ck / PACKAGES["rgt_s_x2"]), "--max-wheel-mb", "1"],
+         "over --max-wheel-mb 1; host it and pass --external-url URL"),
     ]
     for args, message in cases:
         _one_line_error(["weights", "package", *args, "--out", str(out)], message)

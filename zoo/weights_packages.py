@@ -97,15 +97,15 @@ def manual_steps(src: WeightSource) -> str | None:
 
 def licence_of(card: ModelCard, src: WeightSource | None) -> tuple[str, str | None]:
     """(licence text, reason it needs accepting or None): the source's own licence, else the card's."""
-    text = (getattr(src, "license", None) if src is not None else None) or card.license
-    gated = bool(getattr(src, "gated", False)) if src is not None else False
+    text = (src.license if src is not None else None) or card.license
+    gated = src is not None and src.gated
     found = RESTRICTED.search(text)
     if gated:
         return text, "the weights are gated (their terms must be accepted)"
     return text, (f"the licence is restricted ({found.group(0).strip('-')!r} in {text!r})" if found else None)
 
 
-def pick_source(variant: Variant, path: Path, layout: str) -> WeightSource | None:
+def pick_source(variant: Variant, path: Path, layout: str | None = None) -> WeightSource | None:
     """The card's source for a local file: the one naming the file, else the first of the same layout."""
     names = {path.name, path.name.removesuffix(".tar")}
     for src in variant.weights:
@@ -192,18 +192,22 @@ def package(model: str, source_file: str | os.PathLike, out_dir: str | os.PathLi
         raise WeightsPackageError(f"checkpoint not found: {path}")
     if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", version):
         raise WeightsPackageError(f"version {version!r}: expected dotted numbers such as 1.0.0")
+    licence, restricted = licence_of(card, pick_source(variant, path))  # before reading: refusals are instant
+    if restricted and not accept_license:
+        raise WeightsPackageError(f"{variant.name}: {restricted}; read it, then pass --accept-license to package")
     original_sha = sha256_file(path)
     converted, layout, unchanged = convert_checkpoint(card, variant, path)
     zoo_layout = zoo_layout_of(card, converted)
     src = pick_source(variant, path, layout)
     licence, restricted = licence_of(card, src)
-    if restricted and not accept_license:
+    if restricted and not accept_license:  # the source of this layout has other terms
         raise WeightsPackageError(f"{variant.name}: {restricted}; read it, then pass --accept-license to package")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     limit = max_wheel_mb * 2**20
-    official_url = source_url(src) if src is not None and not manual_steps(src) else None
-    # a large official safetensors file already in the zoo layout: the wheel points at the official file itself
+    named = src is not None and src.filename is not None and Path(src.filename).name == path.name
+    official_url = source_url(src) if named and not manual_steps(src) else None
+    # a large official safetensors file (the card's own file) already in the zoo layout: the wheel points at it
     as_is = unchanged and external_url is None and official_url is not None and path.stat().st_size > limit
     with tempfile.TemporaryDirectory(dir=out, prefix=".glocal-weights-") as tmp:
         if as_is:
@@ -236,7 +240,8 @@ def _metadata(card: ModelCard, variant: Variant, src: WeightSource | None, layou
         "format_version": FORMAT_VERSION,
         "distribution": dist_name(variant.name), "version": version,
         "variant": variant.name, "family": card.family, "task": card.task,
-        "file": staged.name, "sha256": sha256_file(staged), "size": staged.stat().st_size,
+        "file": staged.name, "sha256": original_sha if staged == path else sha256_file(staged),
+        "size": staged.stat().st_size,
         "layout": zoo_layout,
         "urls": [url] if url else [],
         "source": {"description": src.description if src else "local file", "url": source_url(src) if src else None,
