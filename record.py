@@ -151,7 +151,8 @@ def cell_record(cell: Any, card: Any, variant: Any, task: str, settings: dict[st
         weights={"source": "random" if weights in (None, "random") else "file", "id": weights or "random",
                  "sha256": None, "layout": None},
         dataset=None, settings=settings, environment=environment, latency=None, memory=None, compute=None,
-        workload=None, precision_check=None, compile_time_s=None, notes=list(cell.notes), **fields,
+        workload=None, precision_check=None, compile_time_s=None, compile_cache=None, notes=list(cell.notes),
+        **fields,
     )
 
 
@@ -159,7 +160,8 @@ def cell_settings(cell: Any, resolution: int, input_shape: list[int] | None, thr
     """The ``settings`` section: every setting of a cell that changes a measurement."""
     return {
         "device": cell.device, "precision": cell.precision, "batch_size": cell.batch_size, "resolution": resolution,
-        "input_shape": input_shape, "channels_last": cell.channels_last, "compile": cell.compile, "tf32": cell.tf32,
+        "input_shape": input_shape, "channels_last": cell.channels_last, "compile": cell.compile,
+        "cuda_graphs": cell.cuda_graphs, "tf32": cell.tf32,
         "cudnn_benchmark": cell.cudnn_benchmark, "threads": threads,
         "weights_cast": "pure" if cell.precision != "fp32" else None, "stop_rule": dict(cell.rule),
         "method": cell.method, "task_options": dict(cell.task_options), "timeout_s": cell.timeout, "backends": {},
@@ -180,6 +182,7 @@ def cell_key(record: dict[str, Any]) -> tuple:
         record["model"]["family"], record["model"]["variant"], record["weights"]["source"], record["weights"]["id"],
         view_of(record["task"], dataset.get("name"), record.get("metrics")), dataset.get("name") or "",
         record["environment"]["device_name"], s["precision"], s["batch_size"], s["resolution"],
-        bool(s.get("channels_last", False)), s.get("compile") or "", _canonical(s.get("method")),
+        bool(s.get("channels_last", False)), s.get("compile") or "", bool(s.get("cuda_graphs", False)),
+        _canonical(s.get("method")),
         _canonical(s.get("task_options")),
     )

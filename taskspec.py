@@ -81,13 +81,13 @@ TASKS: dict[str, TaskSpec] = _spec(
         "Multi-view 3D reconstruction: seconds and peak memory per forward against the number of frames; "
         "pose AUC@30, depth AbsRel and point-map Chamfer with real weights.",
         primary_metric="auc30", primary_label="AUC@30", resolution_label="frame side (px)",
-        throughput_unit="frames/s",
+        throughput_unit="sequences/s",  # one cell forward is a whole multi-frame sequence
     ),
     TaskSpec(
         "vlm", "Vision-language", "image+text",
         "Vision-language models: prefill and per-token decode latency, visual tokens reaching the language "
         "model, prefill FLOPs; POPE, GQA and MME with real weights.",
-        primary_metric="pope_f1", primary_label="POPE F1", throughput_unit="tokens/s",
+        primary_metric="pope_f1", primary_label="POPE F1", throughput_unit="prefills/s",  # decode tokens/s: workload
     ),
 )
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 COUNTER = "torch.utils.flop_counter (GMACs = FLOPs/2)"
@@ -60,7 +61,8 @@ def count_macs(model: nn.Module, x: torch.Tensor | tuple[Any, ...] | None = None
             handles.append(m.register_forward_pre_hook(pre))
             handles.append(m.register_forward_hook(post))
     try:
-        with torch.inference_mode(), counter:
+        # SDPA's math backend: the counter has no formula for the CPU flash kernel (it would count attention as 0)
+        with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), counter:
             call()
     finally:
         for h in handles:

@@ -54,6 +54,7 @@ class RunRequest:
     compare: list[str] = field(default_factory=list)  # --compare VALUE: cells measured beside each cell
     channels_last: bool = False
     compile: str | None = None
+    cuda_graphs: bool = False
     tf32: bool = False
     cudnn_benchmark: bool = False
     threads: int | None = None
@@ -96,6 +97,17 @@ def check_weights(variant_name: str, weights: str, resolution: int) -> None:
     expected = model.state_dict()
     check_keys_and_shapes(expected, sd, origin=str(weights))  # the cell does the real strict load
     check_tensor_values(expected, sd, origin=str(weights))
+
+
+def _is_model_folder(weights: str) -> bool:
+    """A Hugging Face model folder (``config.json`` inside); any other folder is refused in one line."""
+    path = Path(weights).expanduser()
+    if not path.is_dir():
+        return False
+    if not (path / "config.json").is_file():
+        raise RunError(f"--weights {path} is a folder without config.json: checkpoints are files; folders are "
+                       "Hugging Face model folders")
+    return True
 
 
 def check_tensor_values(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], origin: str) -> None:
@@ -195,6 +207,8 @@ def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
     from glocal.zoo.weights import CheckpointError
 
     dev = check_device(req.device)
+    if req.cuda_graphs and dev.type != "cuda":
+        raise RunError("--cuda-graphs needs a CUDA device (--device cuda)")
     for p in req.precisions:
         if p not in PRECISIONS:
             raise RunError(f"unknown precision {p!r} (fp32, bf16, fp16)")
@@ -217,7 +231,9 @@ def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
             resolutions = req.resolutions or [task.default_resolution(card, variant)]
             for r in resolutions:
                 task.check_resolution(card, variant, r)
-            if req.weights not in (None, "random", "auto", "pretrained"):
+            if req.weights not in (None, "random", "auto", "pretrained") and _is_model_folder(req.weights):
+                pass  # a Hugging Face model folder (VLM hosts): its host loads it strictly in the cell
+            elif req.weights not in (None, "random", "auto", "pretrained"):
                 try:
                     for r in dict.fromkeys(resolutions):  # a checkpoint must fit at every requested size
                         check_weights(variant.name, req.weights, r)
@@ -228,7 +244,7 @@ def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
                 cells.append(CellSpec(
                     model=variant.name, device=req.device, precision=precision, batch_size=batch,
                     resolution=res, weights=req.weights, task=req.task, method=method, task_options=options,
-                    channels_last=req.channels_last, compile=req.compile, tf32=req.tf32,
+                    channels_last=req.channels_last, compile=req.compile, cuda_graphs=req.cuda_graphs, tf32=req.tf32,
                     cudnn_benchmark=req.cudnn_benchmark, threads=req.threads, rule=rule,
                     datasets=datasets if first else [], eval_batch_size=req.eval_batch_size, workers=req.workers,
                     measure=req.measure, timeout=req.timeout, run_id=run_id,
@@ -265,7 +281,8 @@ def reproduce_command(c: CellSpec) -> str:
         parts += ["--method", _method_text(c.method)]
     for key, value in sorted(c.task_options.items()):
         parts += ["--opt", f"{key}={value}"]
-    switches = {"--channels-last": c.channels_last, "--tf32": c.tf32, "--cudnn-benchmark": c.cudnn_benchmark}
+    switches = {"--channels-last": c.channels_last, "--tf32": c.tf32, "--cudnn-benchmark": c.cudnn_benchmark,
+                "--cuda-graphs": c.cuda_graphs}
     parts += [flag for flag, on in switches.items() if on]
     if c.compile:
         parts += ["--compile", c.compile]

@@ -31,7 +31,7 @@ from glocal.benchmarks.cell import CellSpec
 from glocal.benchmarks.runner import RunError, RunRequest, plan
 
 KEYS = {"models", "devices", "precisions", "batch_sizes", "resolutions", "frames", "methods", "options", "compare",
-        "task", "datasets", "weights", "threads", "channels_last", "compile", "tf32", "cudnn_benchmark",
+        "task", "datasets", "weights", "threads", "channels_last", "compile", "cuda_graphs", "tf32", "cudnn_benchmark",
         "stop_rule", "timeout", "measure", "eval_batch_size", "workers", "retries", "launcher"}
 STOP_RULE_KEYS = {"warmup_iters": "warmup_iters", "warmup_time": "warmup_s", "min_iters": "min_iters",
                   "min_time": "min_s", "max_iters": "max_iters", "max_time": "max_s"}
@@ -106,6 +106,7 @@ def parse_sweep(data: dict[str, Any]) -> Sweep:
         methods=_list(data, "methods", str, []), task_options={k: str(v) for k, v in options.items()},
         sweeps={"frames": [str(f) for f in frames]} if frames else {}, compare=_list(data, "compare", str, []),
         channels_last=bool(data.get("channels_last", False)), compile=data.get("compile"),
+        cuda_graphs=bool(data.get("cuda_graphs", False)),
         tf32=bool(data.get("tf32", False)), cudnn_benchmark=bool(data.get("cudnn_benchmark", False)),
         threads=data.get("threads"), datasets=_list(data, "datasets", str, []),
         eval_batch_size=int(data.get("eval_batch_size", 32)), workers=int(data.get("workers", 2)), rule=rule,

@@ -601,11 +601,34 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+@dataclass
+class _Writer:
+    """Renders templates into the output folder and counts pages and charts as they are written."""
+
+    env: Any
+    common: dict[str, Any]
+    out: Path
+    charts: bool
+    colors: dict[str, str]
+    pages: int = 0
+    n_charts: int = 0
+
+    def page(self, template: str, path: str, root: str, **kw: Any) -> None:
+        html = self.env.get_template(template).render(**self.common, root=root, page_path=path, **kw)
+        _write(self.out / path, html)
+        self.pages += 1
+
+    def figures(self, groups: Any, prefix: str) -> list:
+        figs = _chart_figures(groups, prefix, self.charts, self.colors)
+        self.n_charts += len(figs)
+        return figs
+
+
 def render_site(
     records: Sequence[dict], cards: Sequence[dict], out: Path, *, title: str, charts: bool = True
 ) -> BuildSummary:
-    """Write every page of the site into the (new, empty) folder ``out``."""
-    env = _environment()
+    """Write every page of the site into the (new, empty) folder ``out``: task tabs, model pages, the overview,
+    assets and the data files."""
     index = SiteIndex(index_models(records, cards), record_anchors(records))
     index.colors = charts_mod.variant_colors(
         [r["model"]["variant"] for r in records]
@@ -615,120 +638,91 @@ def render_site(
     nav = [{"title": t.tab.title, "href": t.tab.page, "slug": t.tab.slug, "cells": len(t.records)} for t in tabs]
     updated = max((r["timestamp"] for r in records), key=lambda t: timestamp_key({"timestamp": t}), default="")
     common = {"site_title": title, "nav": nav, "updated": human_date(updated) if updated else ""}
-    n_charts = 0
-    pages = 0
-
-    def page(template: str, path: str, root: str, **kw: Any) -> None:
-        nonlocal pages
-        html = env.get_template(template).render(**common, root=root, page_path=path, **kw)
-        _write(out / path, html)
-        pages += 1
-
+    w = _Writer(_environment(), common, out, charts, index.colors)
     latest = latest_per_cell(records)
-    label = functools.partial(_label, index)
-    for t in tabs:
-        ctx = index.at("")
-        qfigs = _chart_figures(t.quality_groups, f"{t.tab.slug}-q", charts, index.colors)
-        sfigs = _chart_figures(t.scaling_groups, f"{t.tab.slug}-s", charts, index.colors)
-        ofigs = _chart_figures(t.overlay_groups, f"{t.tab.slug}-o", charts, index.colors)
-        n_charts += len(qfigs) + len(sfigs) + len(ofigs)
-        columns, rows = prune_columns(t.columns, build_rows(t.records, t.columns, ctx))
-        page(
-            "task.html",
-            t.tab.page,
-            "",
-            tab=t,
-            active=t.tab.slug,
-            columns=columns,
-            rows=rows,
-            matrices=views.hardware_matrices(t.records, label),
-            quality_figs=qfigs,
-            scaling_figs=sfigs,
-            overlay_figs=ofigs,
-            has_charts=charts and bool(qfigs or sfigs or ofigs),
-            charts_enabled=charts,
-        )
-
+    _render_tabs(w, index, tabs)
     for e in index.models.values():
-        ctx = index.at("../")
-        by_tab: dict[str, list[dict]] = {}
-        for r in e.latest:
-            by_tab.setdefault(tab_of(r), []).append(r)
-        sections = []
-        for slug, recs in by_tab.items():
-            tab = tab_for(slug)
-            cols, rows = prune_columns(*_model_table(tab, recs, ctx))
-            sections.append({"tab": tab, "columns": cols, "rows": rows, "id": f"measured-{tab.slug}"})
-        groups = charts_mod.scaling_groups(
-            e.records, "latency", lambda r: r["model"]["variant"]
-        ) + charts_mod.scaling_groups(e.records, "memory", lambda r: r["model"]["variant"])
-        figs = _chart_figures(groups, "model-s", charts, index.colors)
-        n_charts += len(figs)
-        latest_ids = {r["id"] for r in e.latest}
-        prov = [
-            {
-                "record": r,
-                "anchor": index.anchors[r["id"]],
-                "sections": provenance(r),
-                "dataset": dataset_name(r),
-                "superseded": r["id"] not in latest_ids,
-                "tab": tab_for(tab_of(r)).title,
-                "hardware": hardware_label(r),
-            }
-            for r in e.records
-        ]
-        variants = _variant_rows(e)
-        card = e.card or {}
-        page(
-            "model.html",
-            e.page,
-            "../",
-            entry=e,
-            active="",
-            card=card,
-            variants=variants,
-            paper_rows=[(v["name"], m) for v in variants for m in v["paper"]],
-            arxiv=arxiv_url(card.get("arxiv_id")),
-            repo=safe_url(card.get("official_repo")),
-            sections=sections,
-            figs=figs,
-            has_charts=charts and bool(figs),
-            charts_enabled=charts,
-            provenance=prov,
-            summary=views.model_summary(e.latest, e.card, {n: t.primary for n, t in TABS.items() if t.primary}),
-            weights_packages=_weights_packages(variants),
-            device_options=sorted({(device_name(r), hardware_label(r)) for r in e.latest}),
-            precisions=sorted({r["settings"]["precision"] for r in e.latest}),
-        )
-
-    rankings, paper_figs = _overview_rankings(index, tabs, charts)
-    n_charts += sum(len(f) for f in paper_figs.values())
-    page(
-        "index.html",
-        "index.html",
-        "",
-        active="overview",
-        tabs=tabs,
-        rankings=rankings,
-        paper_figs=paper_figs,
-        has_charts=charts and any(paper_figs.values()),
-        columns=OVERVIEW_COLUMNS,
-        rows=_overview_rows(index, tabs),
-        n_records=len(records),
-        n_cells=len(latest),
-        n_models=len(index.models),
-        devices=sorted({device_name(r) for r in records}),
-    )
-
+        _render_model(w, index, e)
+    _render_overview(w, index, tabs, records, latest)
     assets = out / "assets"
     assets.mkdir(parents=True, exist_ok=True)
     for name in ("site.css", "site.js"):
         shutil.copyfile(STATIC / name, assets / name)
-    if charts and n_charts:
+    if charts and w.n_charts:
         _write(assets / "vega.js", charts_mod.vega_bundle())
     _write(out / "data" / "records.json", json.dumps(list(records), indent=1, sort_keys=True, default=str))
     _write(out / "data" / "cards.json", json.dumps(list(cards), indent=1, sort_keys=True, default=str))
-    return BuildSummary(out, len(records), len(latest), len(index.models), [t.tab.slug for t in tabs], n_charts, pages)
+    return BuildSummary(out, len(records), len(latest), len(index.models), [t.tab.slug for t in tabs], w.n_charts,
+                        w.pages)
+
+
+def _render_tabs(w: _Writer, index: SiteIndex, tabs: Sequence[Any]) -> None:
+    """One page per task tab: its table, hardware matrices and charts."""
+    label = functools.partial(_label, index)
+    for t in tabs:
+        ctx = index.at("")
+        qfigs = w.figures(t.quality_groups, f"{t.tab.slug}-q")
+        sfigs = w.figures(t.scaling_groups, f"{t.tab.slug}-s")
+        ofigs = w.figures(t.overlay_groups, f"{t.tab.slug}-o")
+        columns, rows = prune_columns(t.columns, build_rows(t.records, t.columns, ctx))
+        w.page("task.html", t.tab.page, "", tab=t, active=t.tab.slug, columns=columns, rows=rows,
+               matrices=views.hardware_matrices(t.records, label), quality_figs=qfigs, scaling_figs=sfigs,
+               overlay_figs=ofigs, has_charts=w.charts and bool(qfigs or sfigs or ofigs), charts_enabled=w.charts)
+
+
+def _render_model(w: _Writer, index: SiteIndex, e: Any) -> None:
+    """A model's page: summary first, its measured tables and charts, then every record's provenance."""
+    ctx = index.at("../")
+    by_tab: dict[str, list[dict]] = {}
+    for r in e.latest:
+        by_tab.setdefault(tab_of(r), []).append(r)
+    sections = []
+    for slug, recs in by_tab.items():
+        tab = tab_for(slug)
+        cols, rows = prune_columns(*_model_table(tab, recs, ctx))
+        sections.append({"tab": tab, "columns": cols, "rows": rows, "id": f"measured-{tab.slug}"})
+    groups = charts_mod.scaling_groups(
+        e.records, "latency", lambda r: r["model"]["variant"]
+    ) + charts_mod.scaling_groups(e.records, "memory", lambda r: r["model"]["variant"])
+    figs = w.figures(groups, "model-s")
+    latest_ids = {r["id"] for r in e.latest}
+    prov = [
+        {
+            "record": r,
+            "anchor": index.anchors[r["id"]],
+            "sections": provenance(r),
+            "dataset": dataset_name(r),
+            "superseded": r["id"] not in latest_ids,
+            "tab": tab_for(tab_of(r)).title,
+            "hardware": hardware_label(r),
+        }
+        for r in e.records
+    ]
+    variants = _variant_rows(e)
+    card = e.card or {}
+    w.page(
+        "model.html", e.page, "../", entry=e, active="", card=card, variants=variants,
+        paper_rows=[(v["name"], m) for v in variants for m in v["paper"]],
+        arxiv=arxiv_url(card.get("arxiv_id")), repo=safe_url(card.get("official_repo")), sections=sections,
+        figs=figs, has_charts=w.charts and bool(figs), charts_enabled=w.charts, provenance=prov,
+        summary=views.model_summary(e.latest, e.card, {n: t.primary for n, t in TABS.items() if t.primary}),
+        weights_packages=_weights_packages(variants),
+        device_options=sorted({(device_name(r), hardware_label(r)) for r in e.latest}),
+        precisions=sorted({r["settings"]["precision"] for r in e.latest}),
+    )
+
+
+def _render_overview(w: _Writer, index: SiteIndex, tabs: Sequence[Any], records: Sequence[dict],
+                     latest: Sequence[dict]) -> None:
+    """The overview: per task a ranking and the paper-vs-measured charts, then the model list."""
+    rankings, paper_figs = _overview_rankings(index, tabs, w.charts)
+    w.n_charts += sum(len(f) for f in paper_figs.values())
+    w.page(
+        "index.html", "index.html", "", active="overview", tabs=tabs, rankings=rankings, paper_figs=paper_figs,
+        has_charts=w.charts and any(paper_figs.values()), columns=OVERVIEW_COLUMNS,
+        rows=_overview_rows(index, tabs), n_records=len(records), n_cells=len(latest), n_models=len(index.models),
+        devices=sorted({device_name(r) for r in records}),
+    )
 
 
 def _check_out(out: Path) -> None:

@@ -25,6 +25,32 @@ def store_path(_isolated_store: Path) -> Path:
     return _isolated_store
 
 
+PLUGINS = Path(__file__).parent / "plugins"
+
+
+@pytest.fixture
+def plugins(monkeypatch: pytest.MonkeyPatch):
+    """The test-only models and method of ``tests/plugins/glocal_test_models.py``, registered here and in every
+    cell subprocess (through GLOCAL_PLUGINS and PYTHONPATH)."""
+    monkeypatch.setenv("GLOCAL_PLUGINS", "glocal_test_models")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
+    sys.path.insert(0, str(PLUGINS))
+    import glocal_test_models  # noqa: F401  (registers in this process too)
+
+    yield
+    sys.path.remove(str(PLUGINS))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small CPU tensors run faster on one thread on a shared machine (a second one only spins); restored after.
+    A module uses it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def eager_flex_one_thread():
     """FlexAttention eagerly (compiling takes ~30 s per shape on CPU; a slow test compiles on purpose) and one

@@ -1,7 +1,6 @@
 """`bench` end to end: runs in subprocess cells, records in the store, bad input, crash isolation."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,20 +14,9 @@ from glocal.benchmarks.cli import app
 from glocal.benchmarks.results import ResultStore
 from glocal.record import validate_record
 
-PLUGINS = Path(__file__).parent / "plugins"
 FAST = ["--warmup-iters", "1", "--warmup-time", "0", "--min-iters", "3", "--min-time", "0"]
 runner = CliRunner()
 
-
-@pytest.fixture
-def plugins(monkeypatch):
-    monkeypatch.setenv("GLOCAL_PLUGINS", "glocal_test_models")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
-    sys.path.insert(0, str(PLUGINS))
-    import glocal_test_models  # noqa: F401  (registers in this process too)
-
-    yield
-    sys.path.remove(str(PLUGINS))
 
 
 def bench(*args):

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from compile_check import BACKENDS, assert_compiles_fullgraph
 from manifests import assert_matches_manifest, load_manifest, random_checkpoint
 
 from glocal.zoo import CheckpointError, create_model, resolve
@@ -212,3 +213,9 @@ def test_odd_sizes_reflect_pad_and_crop() -> None:
 def test_bad_input_raises_one_line(bad) -> None:
     with pytest.raises(ValueError, match=r"DEA-Net expects an \(N, 3, H, W\)"):
         DEANet()(bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiles_without_graph_breaks(backend) -> None:
+    torch.manual_seed(0)
+    assert_compiles_fullgraph(DEANet(base_dim=8).eval(), torch.rand(1, 3, 30, 34), backend)

@@ -7,17 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from compile_check import BACKENDS, assert_compiles_fullgraph
 from manifests import assert_matches_manifest, load_manifest, random_checkpoint
+from timm.models.swin_transformer import get_relative_position_index
 
 from glocal.zoo import create_model, resolve
-from glocal.zoo.models.dehazexl import (
-    DehazeXL,
-    from_tiles,
-    relative_position_index,
-    shifted_window_mask,
-    sincos_pos_embed_2d,
-    to_tiles,
-)
+from glocal.zoo.layers.windows import shifted_window_mask
+from glocal.zoo.models.dehazexl import DehazeXL, from_tiles, sincos_pos_embed_2d, to_tiles
 from glocal.zoo.weights import load_strict
 
 SMALL = dict(tile=64, encoder_kwargs=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=8),
@@ -44,10 +40,10 @@ def _official_random_checkpoint(seed: int = 1) -> dict[str, torch.Tensor]:
     sd = random_checkpoint(manifest, seed=seed)
     for key in manifest["buffers"]:
         if key.endswith("relative_position_index"):
-            sd[key] = relative_position_index(8)
+            sd[key] = get_relative_position_index(8, 8)
         else:
             size = {"1": 16, "2": 32, "3": 64}[key.split(".")[2]]
-            sd[key] = shifted_window_mask(size, 8, 4)
+            sd[key] = shifted_window_mask(size, size, (8, 8), (4, 4))
     return sd
 
 
@@ -85,13 +81,13 @@ def _official_region(r: int, size: int, ws: int, shift: int) -> int:
 @pytest.mark.parametrize("size", [16, 32, 64])
 def test_decoder_buffers_follow_swin_definitions(size):
     ws, shift = 8, 4
-    idx = relative_position_index(ws)
+    idx = get_relative_position_index(ws, ws)  # timm's, as the decoder registers it
     assert idx.dtype == torch.int64
     coords = [(i, j) for i in range(ws) for j in range(ws)]
     want = torch.tensor([[(a[0] - b[0] + ws - 1) * (2 * ws - 1) + (a[1] - b[1] + ws - 1) for b in coords]
                          for a in coords])
     assert torch.equal(idx, want)
-    mask = shifted_window_mask(size, ws, shift)
+    mask = shifted_window_mask(size, size, (ws, ws), (shift, shift))
     nw = size // ws
     assert mask.shape == (nw * nw, ws * ws, ws * ws)
     for w in range(nw * nw):
@@ -259,3 +255,11 @@ def test_memory_benchmark_prediction_and_arguments(capsys):
         bench.parse_sides("1k")
     assert bench.main(["--chunk", "0"]) == 2
     assert "--chunk must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiles_without_graph_breaks(backend):
+    """Two tiles (fixed size): tiling loops, bottleneck and SDPA windows trace as one graph."""
+    torch.manual_seed(0)
+    model = DehazeXL(**{**SMALL, "decoder_depths": (1, 1, 1, 1)}).eval()
+    assert_compiles_fullgraph(model, _image(1, 3, 64, 128, seed=7), backend)

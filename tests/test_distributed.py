@@ -13,8 +13,6 @@ from safetensors.torch import save_file
 
 from glocal.benchmarks.distributed import Shard
 
-PLUGINS = Path(__file__).parent / "plugins"
-
 
 @pytest.mark.parametrize("n, world", [(5, 2), (7, 3), (2, 4), (0, 2)])
 def test_shards_cover_every_sample_once(n, world):
@@ -27,8 +25,7 @@ def test_shards_cover_every_sample_once(n, world):
 
 
 def _env(tmp_path):
-    return {**os.environ, "GLOCAL_PLUGINS": "glocal_test_models", "GLOCAL_STORE": str(tmp_path / "s.sqlite"),
-            "PYTHONPATH": os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "GLOCAL_STORE": str(tmp_path / "s.sqlite"), "OMP_NUM_THREADS": "1"}
 
 
 def _run(args, env, nproc=None):
@@ -53,12 +50,9 @@ def _labelled_folder(root: Path) -> Path:
     return root
 
 
-def test_torchrun_classification_equals_one_process(tmp_path):
-    sys.path.insert(0, str(PLUGINS))
-    try:
-        from glocal_test_models import TinyNet
-    finally:
-        sys.path.remove(str(PLUGINS))
+def test_torchrun_classification_equals_one_process(plugins, tmp_path):
+    from glocal_test_models import TinyNet
+
     weights = tmp_path / "tiny.safetensors"
     save_file(TinyNet(mode="ok").state_dict(), str(weights))
     folder = _labelled_folder(tmp_path / "val")

@@ -7,11 +7,12 @@ import math
 
 import pytest
 import torch
+from compile_check import BACKENDS, assert_compiles_fullgraph
 from manifests import assert_matches_manifest, load_manifest, random_checkpoint
 
 from glocal.benchmarks.compute import count_macs
 from glocal.zoo import create_model, resolve
-from glocal.zoo.models.dlgsanet import SparseChannelAttention, dynamic_depthwise_conv, tlc_starts
+from glocal.zoo.models.dlgsanet import DLGSANet, SparseChannelAttention, dynamic_depthwise_conv, tlc_starts
 
 VARIANTS = [f"{size}_x{scale}" for size in ("tiny", "light", "large") for scale in (2, 3, 4)]
 
@@ -204,3 +205,11 @@ def test_card():
     assert with_weights == lightweight | {"dlgsanet_large_x4"}
     large_x4 = card.variant("dlgsanet_large_x4")
     assert {(m.dataset, m.metric): m.value for m in large_x4.paper_metrics}[("Urban100", "psnr")] == 27.17
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiles_without_graph_breaks(backend):
+    """The dynamic-conv tap loop and the TLC windows (eval) trace as one graph at a fixed size."""
+    torch.manual_seed(0)
+    model = DLGSANet(upscale=2, dim=12, groups=1, blocks=1, tlc_kernel=16).eval()
+    assert_compiles_fullgraph(model, torch.rand(1, 3, 20, 24), backend)

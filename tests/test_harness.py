@@ -15,20 +15,9 @@ from glocal.benchmarks.results import ResultStore
 from glocal.benchmarks.runner import RunRequest, crash_record, plan, remove_stale_cell_dirs, reproduce_command
 from glocal.record import cell_key, validate_record
 
-PLUGINS = Path(__file__).parent / "plugins"
 FAST = ["--warmup-iters", "1", "--warmup-time", "0", "--min-iters", "3", "--min-time", "0"]
 runner = CliRunner()
 
-
-@pytest.fixture
-def plugins(monkeypatch):
-    monkeypatch.setenv("GLOCAL_PLUGINS", "glocal_test_models")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
-    sys.path.insert(0, str(PLUGINS))
-    import glocal_test_models  # noqa: F401  (registers in this process too)
-
-    yield
-    sys.path.remove(str(PLUGINS))
 
 
 def bench_json(*args):
@@ -82,7 +71,7 @@ def test_methods_run_side_by_side_with_their_workload(plugins):
     (["--task", "nosuch"], "no harness task 'nosuch'"),
     (["--batch-size", "1,,2"], "--batch-size: empty value in '1,,2'"),
     (["--batch-size", "６４"], "--batch-size: expected positive integers"),
-    (["--resolution", "0"], "--resolution: expected positive integers, got '0'"),
+    (["--resolution", "0"], "--resolution: expected positive integers up to 65536, got '0'"),
     (["--min-time", "nan"], "--min-time must be a finite number"),
     (["--warmup-time", "inf"], "--warmup-time must be a finite number"),
     (["--min-iters", "1000000000"], "--min-iters must be a finite number between 1 and 1e+06"),
@@ -261,3 +250,51 @@ def test_oom_means_out_of_memory_only(plugins, store_path):
     killed, cpu_oom = json.loads(res.stdout)
     assert killed["status"] == "error" and killed["error"].startswith("killed by SIGKILL")
     assert cpu_oom["status"] == "oom" and "can't allocate memory" in cpu_oom["error"]
+
+
+def test_cuda_graphs_are_refused_without_cuda(store_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: --cuda-graphs is measured by the GPU campaign")
+    assert "--cuda-graphs needs a CUDA device" in one_line_error("--model", "gcvit_xxtiny", "--cuda-graphs")
+    assert not store_path.exists()
+
+
+def test_noisy_latency_is_retried_and_marked(plugins, monkeypatch):
+    """A latency pass whose IQR/median exceeds 10 % is run again (up to twice more); the least noisy pass is kept
+    and the record says whether it stayed noisy."""
+    from glocal.benchmarks import cell as cells
+    from glocal.benchmarks import timing
+
+    spreads = iter([0.4, 0.2, 0.3])
+    real = timing.summarize
+
+    def noisy(*args, **kwargs):
+        stats = real(*args, **kwargs)
+        stats.iqr_over_median = next(spreads)
+        return stats
+
+    monkeypatch.setattr(timing, "summarize", noisy)
+    cells_, _ = plan(RunRequest(models=["testnet_ok"], threads=1, rule={"warmup_iters": 0, "warmup_s": 0,
+                                                                       "min_iters": 2, "min_s": 0, "max_iters": 2,
+                                                                       "max_s": 1}))
+    rec = cells.run_cell(cells_[0])
+    assert rec["latency"]["attempts"] == 3 and rec["latency"]["iqr_over_median"] == 0.2
+    assert rec["latency"]["noisy"] is True
+    validate_record(rec)
+
+
+def test_compute_counts_fused_attention():
+    """SDPA is counted through its math decomposition (the counter sees no FLOPs in the CPU flash kernel):
+    QK^T and AV of a (1, 2, 64, 32) attention are 2 * 2*64*64*32 multiply-adds."""
+    import torch
+
+    from glocal.benchmarks.compute import count_macs
+
+    class Attn(torch.nn.Module):
+        def forward(self, q):
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    macs = count_macs(Attn(), torch.randn(1, 2, 64, 32))
+    assert macs["gmacs"] == 2 * 2 * 64 * 64 * 32 / 1e9

@@ -17,13 +17,7 @@ from glocal.zoo.methods.hiprune import HiPruneError, select_tokens
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: a second thread only spins on a shared machine (10x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scores(n: int, top: dict[int, float], base: float = 0.001) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from glocal.benchmarks import progress as P
+from glocal import progress as P
 
 
 def test_event_lines_round_trip(monkeypatch, capsys):

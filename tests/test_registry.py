@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from glocal import zoo
-from glocal.zoo.registry import ModelCard, UnknownModelError, Variant, normalize
+from glocal.zoo.registry import ModelCard, Preprocessing, UnknownModelError, Variant, normalize
 
 
 @pytest.mark.parametrize("name", ["gcvit", "GC-ViT", "gc_vit", "GCViT"])
@@ -74,3 +74,14 @@ def test_dataset_spec_parsing():
     assert DatasetSpec.parse("builtin-sr,limit=2") == DatasetSpec("builtin-sr", None, {"limit": "2"})
     with pytest.raises(TaskError, match="expected key=value"):
         DatasetSpec.parse("set5=/x,oops")
+
+
+def test_classification_preprocessing_is_derived_from_timms_pretrained_cfg():
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg("gcvit_xtiny")
+    pp = Preprocessing.from_timm("gcvit_xtiny")
+    assert pp == zoo.resolve("gcvit_xtiny")[1].preprocessing == zoo.resolve("timm:gcvit_xtiny")[1].preprocessing
+    assert (pp.input_size, pp.mean, pp.std, pp.crop_pct, pp.interpolation) == (
+        tuple(cfg.input_size), tuple(cfg.mean), tuple(cfg.std), cfg.crop_pct, cfg.interpolation)
+    assert Preprocessing.from_timm("no_such_model_anywhere") == Preprocessing()

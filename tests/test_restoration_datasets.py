@@ -24,13 +24,7 @@ from glocal.datasets.matlab_resize import imresize, quantize_uint8
 from glocal.datasets.registry import DatasetError
 from glocal.datasets.restoration import PairedDehazeFolder, SRFolder, bicubic_lr, read_image
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: thread start-up costs more than the work on a shared machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------ reference MATLAB imresize

@@ -16,13 +16,7 @@ from glocal.datasets.matlab_resize import imresize
 from glocal.zoo.layers.tiling import tile_starts, tiled_forward
 from glocal.zoo.registry import Variant
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: thread start-up costs more than the work on a shared machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CTX = EvalContext(device=torch.device("cpu"), progress=False)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from compile_check import BACKENDS, assert_compiles_fullgraph
 from manifests import assert_matches_manifest, load_manifest, random_checkpoint
+from timm.models.swin_transformer import window_partition, window_reverse
 
 from glocal.zoo import CheckpointError, create_model, get_card, resolve
 from glocal.zoo.models.rgt import (
@@ -18,11 +20,9 @@ from glocal.zoo.models.rgt import (
     L_SA,
     RG_SA,
     RGT,
-    img_to_windows,
     min_input_size,
     recursion_steps,
     shifted_window_masks,
-    windows_to_img,
 )
 
 torch.set_num_threads(1)
@@ -105,12 +105,13 @@ def test_buffers_equal_independent_formulas() -> None:
 
 @pytest.mark.parametrize("win", [(8, 32), (32, 8)])
 def test_window_partition_order_and_round_trip(win: tuple[int, int]) -> None:
+    """timm's partition (used by L-SA) has the official order: windows raster, tokens raster inside a window."""
     x = torch.randn(2, 5, 64, 32)
-    windows = img_to_windows(x, *win)
+    windows = window_partition(x.permute(0, 2, 3, 1), win).reshape(-1, win[0] * win[1], 5)
     ref = [x[b, :, i:i + win[0], j:j + win[1]].reshape(5, -1).T
            for b in range(2) for i in range(0, 64, win[0]) for j in range(0, 32, win[1])]
     assert torch.equal(windows, torch.stack(ref))
-    assert torch.equal(windows_to_img(windows, *win, 64, 32), x.permute(0, 2, 3, 1))
+    assert torch.equal(window_reverse(windows, win, 64, 32), x.permute(0, 2, 3, 1))
 
 
 # --- L-SA against a dense reference ------------------------------------------------------------------------
@@ -296,3 +297,12 @@ def test_registry() -> None:
 def test_bad_input_raises_one_line(small_rgt: RGT, bad: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"RGT expects an \(N, 3, H, W\)"):
         small_rgt(bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiles_without_graph_breaks(backend) -> None:
+    """Plain and shifted L-SA (stored masks), RG-SA and the upsampler trace as one graph at a fixed size."""
+    torch.manual_seed(0)
+    model = RGT(img_size=32, embed_dim=64, depth=(4,), num_heads=(2,), mlp_ratio=2.0, split_size=(8, 32),
+                upscale=2).eval()
+    assert_compiles_fullgraph(model, torch.rand(1, 3, 32, 32), backend)

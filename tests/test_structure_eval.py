@@ -24,14 +24,7 @@ from glocal.benchmarks.metrics.texture_observers import local_patch_features, pi
 from glocal.datasets.registry import DatasetError
 from glocal.datasets.triplets import load_official, load_triplets
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small CPU models run faster on one thread on a shared machine (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _img(seed: int, size: int = 48) -> Image.Image:

@@ -2,9 +2,7 @@
 with retries and --resume."""
 
 import json
-import os
 import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -13,7 +11,6 @@ from glocal.benchmarks.cli import app
 from glocal.benchmarks.results import ResultStore
 from glocal.record import validate_record
 
-PLUGINS = Path(__file__).parent / "plugins"
 runner = CliRunner()
 GRID = """
 models: [testnet_ok]
@@ -22,16 +19,6 @@ threads: 1
 stop_rule: {warmup_iters: 1, warmup_time: 0, min_iters: 2, min_time: 0}
 """
 
-
-@pytest.fixture
-def plugins(monkeypatch):
-    monkeypatch.setenv("GLOCAL_PLUGINS", "glocal_test_models")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
-    sys.path.insert(0, str(PLUGINS))
-    import glocal_test_models  # noqa: F401
-
-    yield
-    sys.path.remove(str(PLUGINS))
 
 
 def sweep(tmp_path, text, *args):

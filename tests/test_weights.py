@@ -9,7 +9,7 @@ from manifests import load_manifest, manifest_shapes, random_checkpoint
 from safetensors.torch import save_file
 
 from glocal import zoo
-from glocal.zoo.models.gcvit import convert_official, detect_layout
+from glocal.zoo.models.gcvit import checkpoint_filter_fn, convert_official, detect_layout
 from glocal.zoo.weights import CheckpointError, load_strict, read_checkpoint, unwrap_state_dict
 
 GCVIT_SIZES = ["xxtiny", "xtiny", "tiny", "small", "base"]
@@ -25,6 +25,7 @@ def test_unwrap_prefers_model_then_ema_and_strips_module_prefix():
     assert unwrap_state_dict({"model": {"w": a}, "model_ema": {"w": b}})["w"] is a
     assert unwrap_state_dict({"model": {"w": a}, "model_ema": {"w": b}}, prefer_ema=True)["w"] is b
     assert list(unwrap_state_dict({"state_dict": {"module.x": a}})) == ["x"]
+    assert list(unwrap_state_dict({"model": {"_orig_mod.module.x": a, "n": 3}})) == ["x"]  # timm's clean_state_dict
     assert unwrap_state_dict({"params": {"w": a}})["w"] is a  # BasicSR
     with pytest.raises(CheckpointError, match="no state dict|no tensors"):
         unwrap_state_dict({"epoch": 3})
@@ -88,6 +89,20 @@ def test_gcvit_both_layouts_load_strictly_and_agree(tmp_path):
     c = zoo.create_model("gcvit_xxtiny", weights="random")
     with torch.inference_mode():
         assert not torch.allclose(c(x), ya)
+
+
+def test_gcvit_official_file_loads_through_timms_pretrained_filter_fn(tmp_path):
+    """timm's own loader (pretrained_cfg_overlay file) converts NVIDIA's 2023 layout with the same filter."""
+    official = random_checkpoint(load_manifest("gcvit", "xxtiny"), seed=4)
+    path = tmp_path / "gcvit_1k_xxtiny.pth.tar"
+    torch.save({"state_dict": official}, path)
+    _, variant = zoo.resolve("gcvit_xxtiny")
+    via_timm = variant.build(pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).state_dict()
+    ours = zoo.create_model("gcvit_xxtiny", weights=path).state_dict()
+    assert list(via_timm) == list(ours) and all(torch.equal(via_timm[k], ours[k]) for k in ours)
+    se = next(k for k in ours if k.endswith("se.fc1.weight"))
+    assert ours[se].ndim == 4  # the official Linear SE weights became 1x1 convs
+    assert checkpoint_filter_fn(dict(ours)) == dict(ours)  # timm-layout files pass through
 
 
 def test_mismatched_checkpoint_is_one_clear_error(tmp_path):

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from glocal.zoo.layers.inputs import InputError
 from glocal.zoo.registry import (
     ModelCard,
     PaperMetric,
@@ -29,7 +30,7 @@ from glocal.zoo.registry import (
 from glocal.zoo.weights import CheckpointError, WeightsInfo, apply_weights, resolve_weights
 
 __all__ = [
-    "CheckpointError", "ModelCard", "PaperMetric", "Preprocessing", "UnknownModelError", "Variant",
+    "CheckpointError", "InputError", "ModelCard", "PaperMetric", "Preprocessing", "UnknownModelError", "Variant",
     "WeightSource", "WeightsInfo", "cards", "create_model", "get_card", "list_models", "register", "resolve",
 ]
 

@@ -44,6 +44,18 @@ class Preprocessing:
     crop_pct: float = 0.875
     crop_mode: str = "center"
 
+    @classmethod
+    def from_timm(cls, name: str) -> Preprocessing:
+        """The eval preprocessing of timm's pretrained config for ``name`` (timm's defaults where it has none)."""
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(name)
+        if cfg is None:
+            return cls()
+        return cls(input_size=tuple(cfg.input_size), mean=tuple(cfg.mean), std=tuple(cfg.std),
+                   interpolation=cfg.interpolation or "bicubic", crop_pct=cfg.crop_pct,
+                   crop_mode=cfg.crop_mode or "center")
+
 
 @dataclass(frozen=True)
 class WeightSource:
@@ -180,6 +192,15 @@ def register(card: ModelCard) -> ModelCard:
     return card
 
 
+def import_submodules(package: str, path: Iterable[str]) -> None:
+    """Import every public module of a package (``register``-style files: a model, task or method per file)."""
+    import pkgutil
+
+    for info in pkgutil.iter_modules(path):
+        if not info.name.startswith("_"):
+            import_module(f"{package}.{info.name}")
+
+
 def _load_all() -> None:
     """Import the built-in model files and entry-point plugins once."""
     global _LOADED
@@ -214,11 +235,7 @@ def _timm_card(name: str) -> ModelCard:
         hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
         raise UnknownModelError(f"unknown timm model {arch!r}{hint}")
     cfg = timm.models.get_pretrained_cfg(arch)
-    pp = Preprocessing()
-    if cfg is not None:
-        pp = Preprocessing(input_size=tuple(cfg.input_size), mean=tuple(cfg.mean), std=tuple(cfg.std),
-                           interpolation=cfg.interpolation or "bicubic", crop_pct=cfg.crop_pct,
-                           crop_mode=cfg.crop_mode or "center")
+    pp = Preprocessing.from_timm(arch)
     variant = Variant(name=f"timm:{arch}", builder=_timm_builder, kwargs={"arch": arch}, preprocessing=pp,
                       weights=(WeightSource(description="timm pretrained weights", timm_name=arch, layout="timm"),))
     return ModelCard(family=f"timm:{arch}", display_name=arch, task="classification", paper_title="(timm model)",

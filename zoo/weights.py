@@ -12,7 +12,6 @@ the non-tensor types official training files carry (argparse Namespace): nothing
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import warnings
 from collections.abc import Mapping
@@ -23,6 +22,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+
+from glocal.hashing import sha256_file
 
 WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "params_ema", "params", "net")
 SAFE_GLOBALS: tuple[Any, ...] = (argparse.Namespace,)
@@ -52,29 +53,20 @@ class WeightsInfo:
 RANDOM = WeightsInfo(source="random", id="random")
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_checkpoint(path: str | os.PathLike, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
-    """Read a safetensors or PyTorch checkpoint into a flat state dict (wrappers and ``module.`` removed)."""
+    """Read a safetensors or PyTorch checkpoint into a flat state dict (wrappers and ``module.`` removed).
+
+    timm's ``load_state_dict`` reads the file (safetensors, or ``torch.load(weights_only=True)``) under our
+    allow-list and picks timm's wrapper keys; :func:`unwrap_state_dict` adds BasicSR's and nested ones.
+    """
+    from timm.models import load_state_dict
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(path), device="cpu")
-        else:
-            with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-                obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except CheckpointError:
-        raise
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            obj: Any = load_state_dict(str(path), use_ema=prefer_ema, device="cpu", weights_only=True)
     except Exception as e:  # corrupt, truncated, or holding disallowed objects
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {first}") from e
@@ -82,10 +74,16 @@ def read_checkpoint(path: str | os.PathLike, prefer_ema: bool = False) -> dict[s
 
 
 def unwrap_state_dict(obj: Any, prefer_ema: bool = False, origin: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Find the tensor dict inside a training checkpoint (``model``/``state_dict``/``model_ema``/``params``)."""
+    """Find the tensor dict inside a training checkpoint (``model``/``state_dict``/``model_ema``/``params``).
+
+    Wrappers can nest (``{"model": {"state_dict": ...}}``) and BasicSR files use ``params``/``params_ema``,
+    which timm's reader does not know; DDP/compile prefixes go through timm's ``clean_state_dict``.
+    """
+    from timm.models import clean_state_dict
+
     order = WRAPPER_KEYS if prefer_ema else tuple(k for k in WRAPPER_KEYS if "ema" not in k) + (
         "state_dict_ema", "model_ema", "params_ema")
-    for _ in range(3):  # wrappers can nest (e.g. {"model": {"state_dict": ...}})
+    for _ in range(3):
         if not isinstance(obj, Mapping):
             break
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -101,9 +99,7 @@ def unwrap_state_dict(obj: Any, prefer_ema: bool = False, origin: str = "checkpo
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"{origin} holds no tensors")
-    if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
-    return tensors
+    return clean_state_dict(tensors)
 
 
 def check_keys_and_shapes(own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor],

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from glocal.benchmarks.cli import app, errors_as_one_line, out
-from glocal.benchmarks.cli.run import STORE_HELP, fmt
+from glocal.benchmarks.cli.run import STORE_HELP, check_output_path, fmt
 
 results_app = typer.Typer(no_args_is_help=True, help="Read the result store.")
 app.add_typer(results_app, name="results")
@@ -71,6 +71,7 @@ def results_export(
         text = export(ResultStore(store).records(model=model, task=task), fmt)
     if output:
         with errors_as_one_line(OSError):
+            check_output_path(output, "--out")
             write_atomic(output, text)
     else:
         sys.stdout.write(text)

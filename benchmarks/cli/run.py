@@ -68,19 +68,34 @@ def render_records(records: list[dict[str, Any]], notes: list[str] | None = None
     show_options = any(r["settings"].get("task_options") for r in records)
     speedups = _speedups(records, axis_keys)
     show_speedup = sum(s is not None for s in speedups) > len({s for s in speedups if s == 1.0})
+    show_workload = any(r.get("workload") for r in records)
     cols = ["model", *(["method"] if show_method else []), *(["options"] if show_options else []), "prec",
             "batch", "res", "status", "median ms", "p90 ms", "throughput", *(["x ref"] if show_speedup else []),
-            "peak MiB", "params M", "GMACs", "metrics"]
+            "peak MiB", "params M", "GMACs", *(["workload"] if show_workload else []), "metrics"]
     for col in cols:
-        table.add_column(col, justify="left" if col in ("model", "method", "options", "status", "metrics") else "right")
+        left = col in ("model", "method", "options", "status", "workload", "metrics")
+        table.add_column(col, justify="left" if left else "right")
     for r, speedup in zip(records, speedups, strict=True):
-        table.add_row(*_row(r, speedup, show_method, show_options, show_speedup))
+        row = _row(r, speedup, show_method, show_options, show_speedup)
+        if show_workload:
+            row.insert(-1, _workload_label(r))
+        table.add_row(*row)
     out.print(table)
     lines = list(dict.fromkeys((notes or []) + [n for r in records for n in r.get("notes", [])]))
     if lines:
         out.print("[bold]Not measured / notes:[/]")
         for n in lines:
             out.print(f"  - {n}", highlight=False, markup=False)
+
+
+WORKLOAD_SHOWN = 3  # the first few scalar workload entries (the rest are in the record)
+
+
+def _workload_label(r: dict[str, Any]) -> str:
+    """The first scalar entries of a record's workload (non-zero parameters, tokens, pair fraction ...)."""
+    items = [(k, v) for k, v in (r.get("workload") or {}).items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)][:WORKLOAD_SHOWN]
+    return ", ".join(f"{k}={fmt(v, 3) if isinstance(v, float) else f'{v:,}'}" for k, v in items) or "-"
 
 
 def _row(r: dict[str, Any], speedup: float | None, show_method: bool, show_options: bool,
@@ -121,7 +136,7 @@ def _stop_rule(device: str, overrides: dict[str, float | int | None]) -> dict[st
     return rule
 
 
-@app.command()
+@app.command()  # long only in its option declarations: the body is a few lines (typer needs them in one place)
 def run(
     model: Annotated[list[str], typer.Option("--model", "-m", help="family or variant, repeatable")],
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N")] = "cpu",
@@ -140,6 +155,8 @@ def run(
     dataset: Annotated[list[str] | None, typer.Option(help="NAME=PATH, repeatable (imagenet=..., dist=...)")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="channels-last memory format")] = False,
     compile: Annotated[str | None, typer.Option(help="torch.compile mode: default, reduce-overhead, ...")] = None,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="replay a captured CUDA graph in the latency "
+                                                                    "pass (static shapes; CUDA only)")] = False,
     tf32: Annotated[bool, typer.Option("--tf32", help="allow TF32 matmuls and convolutions (CUDA)")] = False,
     cudnn_benchmark: Annotated[bool, typer.Option("--cudnn-benchmark", help="cuDNN autotuning (CUDA)")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads", min=1, max=4096)] = None,
@@ -175,9 +192,10 @@ def run(
         resolutions=parse_list([named_resolutions(r) for r in resolution] if resolution else None, "--resolution",
                                int, MAX_SIDE),
         weights=weights, task=task, methods=list(method or []), task_options=parse_pairs(opt, "--opt"),
-        sweeps=sweeps, compare=list(compare or []), channels_last=channels_last, compile=compile, tf32=tf32,
-        cudnn_benchmark=cudnn_benchmark, threads=threads, datasets=list(dataset or []),
-        eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout, measure=not eval_only,
+        sweeps=sweeps, compare=list(compare or []), channels_last=channels_last, compile=compile,
+        cuda_graphs=cuda_graphs, tf32=tf32, cudnn_benchmark=cudnn_benchmark, threads=threads,
+        datasets=list(dataset or []), eval_batch_size=eval_batch_size, workers=workers, rule=rule, timeout=timeout,
+        measure=not eval_only,
     )
     from glocal.benchmarks.distributed import env_world
 
@@ -188,7 +206,7 @@ def run(
         target = None if no_store else ResultStore(store)
         cells, notes = plan(req)
         if output is not None:
-            _check_writable(output)
+            check_output_path(output)
         if target is not None:
             target.check_writable()
         records = run_cells(cells, quiet=as_json, sink=target.append if target is not None else None)
@@ -239,17 +257,17 @@ def run_sharded(req: Any, target: Any, as_json: bool) -> None:
         render_records(records, notes)
 
 
-def _check_writable(path: Path) -> None:
-    """Refuse an ``--output`` that cannot be written before anything is measured."""
+def check_output_path(path: Path, flag: str = "--output") -> None:
+    """Refuse an output file that cannot be written (a folder, a missing or unwritable folder) before any work."""
     from glocal.benchmarks.runner import RunError
 
     if path.is_dir():
-        raise RunError(f"--output {path} is a folder; give a file name")
+        raise RunError(f"{flag} {path} is a folder; give a file name")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise RunError(f"--output {path}: folder {parent} does not exist")
+        raise RunError(f"{flag} {path}: folder {parent} does not exist")
     if not can_create_in(parent):
-        raise RunError(f"--output {path}: cannot write in {parent}")
+        raise RunError(f"{flag} {path}: cannot write in {parent}")
 
 
 def run_cells(cells: list[Any], quiet: bool = False, sink: Any = None, launcher: Any = None) -> list[dict[str, Any]]:

@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from glocal.benchmarks.memory import tensor_bytes
 from glocal.benchmarks.microbench.neighborhood_attention import GIB, available_bytes
 from glocal.benchmarks.timing import StopRule, measure
 
@@ -83,8 +82,8 @@ def _run_shape(shape: str, sides: list[int], device: torch.device, dtype: torch.
 
     name, overrides = SHAPES[shape]
     _, variant = resolve(name)
-    with torch.device("meta"):
-        need = tensor_bytes(variant.build(**overrides)) * dtype.itemsize // 4
+    with torch.device("meta"):  # meta tensors share data_ptr 0, so count elements rather than storages
+        need = sum(p.numel() for p in variant.build(**overrides).parameters()) * dtype.itemsize
     free = available_bytes(device)
     if need > 0.8 * free:
         return [{"shape": shape, "side": s, "attention": a, "skipped": f"weights need {need / GIB:.1f} GiB, "

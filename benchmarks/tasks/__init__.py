@@ -13,8 +13,6 @@ imported on first use, so a new task or evaluator is one new file.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +23,19 @@ import torch
 from glocal.benchmarks.distributed import Shard
 from glocal.taskspec import TASKS as TASK_SPECS
 from glocal.taskspec import TaskSpec
+from glocal.zoo.registry import import_submodules
 
 
 class TaskError(ValueError):
     """Bad input for a task: a resolution it cannot take, an unknown or missing dataset (one line)."""
+
+
+def positive_int(text: str) -> int:
+    """A :class:`TaskOption` parser: a positive integer (``frames``, ``prompt`` ...)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be a positive integer")
+    return value
 
 
 @dataclass(frozen=True)
@@ -271,9 +278,7 @@ def _load() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{info.name}")
+        import_submodules(__name__, __path__)
 
 
 def get_task(name: str) -> Task:

@@ -35,6 +35,7 @@ from glocal.benchmarks.tasks import (
     Task,
     TaskError,
     TaskOption,
+    positive_int,
     register_evaluator,
     register_task,
 )
@@ -45,13 +46,6 @@ MME_PERCEPTION = ("existence", "count", "position", "color", "posters", "celebri
 MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 LLAVA_FLOPS_FORMULA = ("vision n_v(2N(4d_v^2 + 2d_v f_v) + 4N^2 d_v) + 2P(3p^2)d_v + scores 2x2N^2 d_v (HiPrune) + "
                        "projector 2P(d_v d + d^2) + LLM n_l(2L(2d^2 + 2d kv + 3d f) + 4L^2 d) + head 2dV")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be a positive integer")
-    return value
 
 
 # ------------------------------------------------------------------------------------------ cost pieces
@@ -153,8 +147,8 @@ def greedy_generate(model: nn.Module, inputs: dict[str, Any], steps: int,
 class VLMTask(Task):
     name = "vlm"
     options = {
-        "prompt": TaskOption(_positive, 32, "text tokens of the prompt besides the image"),
-        "generate": TaskOption(_positive, 16, "tokens generated after the prefill (decode latency, tokens/s)"),
+        "prompt": TaskOption(positive_int, 32, "text tokens of the prompt besides the image"),
+        "generate": TaskOption(positive_int, 16, "tokens generated after the prefill (decode latency, tokens/s)"),
     }
 
     def check_resolution(self, card: Any, variant: Any, resolution: int) -> None:

@@ -1,1 +1,2 @@
-"""Reusable layers shared by zoo models (neighborhood attention, ...)."""
+"""Reusable layers shared by zoo models: input checks, padding, tiling, channel LayerNorm, ViT init, Swin shift
+masks, neighborhood attention. Prefer timm's layers where they compute the same function."""

@@ -10,13 +10,13 @@ side by side in one run.
 from __future__ import annotations
 
 import difflib
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch.nn as nn
+
+from glocal.zoo.registry import import_submodules
 
 
 class MethodError(ValueError):
@@ -88,9 +88,7 @@ def _load() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{info.name}")
+        import_submodules(__name__, __path__)
 
 
 def methods() -> dict[str, Method]:

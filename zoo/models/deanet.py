@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from glocal.zoo.layers.inputs import check_image_batch
 from glocal.zoo.layers.padding import crop_to, pad_to_multiple
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 
@@ -42,10 +43,6 @@ _MIN_SIDE = 16  # the 7x7 reflect-padded CGA convs at 1/4 resolution need a map 
 # Angular-difference permutation of the flattened 3x3 kernel (official ``Conv2d_ad``): each tap is paired
 # with its clockwise neighbour on the 8-ring; the centre is paired with itself and so cancels.
 _AD_PERM = (3, 0, 1, 6, 4, 2, 7, 8, 5)
-
-
-class DEANetInputError(ValueError):
-    """An input DEA-Net cannot take (one line)."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -286,9 +283,7 @@ class DEANet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Hazy RGB in [0, 1], any size -> dehazed RGB of the same size (reflect pad to x4, crop back)."""
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise DEANetInputError(f"DEA-Net expects an (N, 3, H, W) RGB tensor in [0, 1], got {shape}")
+        check_image_batch(x, 3, "DEA-Net")
         return crop_to(self.forward_body(pad_input(x)), tuple(x.shape[-2:]))
 
     @torch.no_grad()
@@ -305,12 +300,7 @@ class DEANet(nn.Module):
 def pad_input(x: torch.Tensor) -> torch.Tensor:
     """Reflect-pad bottom/right to a multiple of 4 (official ``eval.py``); sides under 16 are padded up to 16
     (replicate where reflect cannot reach), because the official network cannot run them."""
-    h, w = x.shape[-2:]
-    if h >= _MIN_SIDE and w >= _MIN_SIDE:
-        return pad_to_multiple(x, _MULTIPLE, mode="reflect")[0]
-    ph = max(_MIN_SIDE, -(-h // _MULTIPLE) * _MULTIPLE) - h
-    pw = max(_MIN_SIDE, -(-w // _MULTIPLE) * _MULTIPLE) - w
-    return F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+    return pad_to_multiple(x, _MULTIPLE, mode="reflect", min_size=_MIN_SIDE)[0]
 
 
 def fold_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

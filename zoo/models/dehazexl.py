@@ -8,7 +8,8 @@ official state-dict layout (a raw ``state_dict``; 363 entries incl. 11 persisten
 * ``bottleneck``: the last stage map of *all* tiles assembled into one token grid (H/32 x W/32 tokens),
   a linear projection plus fixed 2-D sin-cos positions, then LLaMA-style blocks (RMSNorm, exact
   multi-head attention through ``F.scaled_dot_product_attention``, gated GELU MLP);
-* ``decoder``: per tile, four Swin-v1 stages (window 8) that concatenate the encoder skip of their scale
+* ``decoder``: per tile, four Swin-v1 stages (window 8; SDPA with the position bias and shift mask as
+  ``attn_mask``) that concatenate the encoder skip of their scale
   and upsample with a 2x2 transposed conv, a last transposed conv and a 1x1 conv; global residual.
 
 Differences from the official code, all on purpose: exact attention everywhere (the official code
@@ -30,16 +31,16 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_
+from timm.layers import DropPath, Mlp, RmsNormFp32, trunc_normal_
+from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
+from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
+from glocal.zoo.layers.inputs import InputError, check_image_batch
 from glocal.zoo.layers.padding import crop_to, pad_to_multiple
+from glocal.zoo.layers.windows import shifted_window_mask, window_attention_bias
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, register
 
 __all__ = ["DehazeXL", "sincos_pos_embed_2d", "to_tiles", "from_tiles"]
-
-
-class InputError(ValueError):
-    """An input the model cannot take (one line)."""
 
 
 # ---------------------------------------------------------------------------------------------- tiles
@@ -82,34 +83,13 @@ class SwinEncoder(nn.Module):
 def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
     """Fixed 2-D sin-cos embedding (grid_h*grid_w, dim), row-major; first half encodes x, second half y.
 
-    For a square grid this is the MAE ``get_2d_sincos_pos_embed`` the official bottleneck uses (float32).
+    timm's table (interleaved sin/cos per axis, y first) with its halves swapped: for a square grid this is
+    the MAE ``get_2d_sincos_pos_embed`` the official bottleneck uses (float32).
     """
     if dim % 4:
         raise ValueError(f"sin-cos embedding needs a width divisible by 4, got {dim}")
-    omega = torch.arange(dim // 4, dtype=torch.float32) / (dim / 4.0)
-    omega = 1.0 / 10000 ** omega
-    ys, xs = torch.meshgrid(torch.arange(grid_h, dtype=torch.float32),
-                            torch.arange(grid_w, dtype=torch.float32), indexing="ij")
-
-    def axis(pos: torch.Tensor) -> torch.Tensor:
-        out = pos.reshape(-1, 1) * omega.reshape(1, -1)
-        return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
-
-    return torch.cat([axis(xs), axis(ys)], dim=1)
-
-
-class RMSNorm(nn.Module):
-    """LLaMA RMSNorm: normalise in float32, cast back, then scale (as the official ``LlamaRMSNorm``)."""
-
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+    table = build_sincos2d_pos_embed([grid_h, grid_w], dim, interleave_sin_cos=True)
+    return table.roll(dim // 2, dims=1)
 
 
 class GlobalAttention(nn.Module):
@@ -149,8 +129,8 @@ class GlobalBlock(nn.Module):
     def __init__(self, dim: int, hidden: int, num_heads: int) -> None:
         super().__init__()
         self.attn = GlobalAttention(dim, num_heads)
-        self.input_layernorm = RMSNorm(dim)
-        self.post_attention_layernorm = RMSNorm(dim)
+        self.input_layernorm = RmsNormFp32(dim, eps=1e-5)  # LLaMA: fp32 norm
+        self.post_attention_layernorm = RmsNormFp32(dim, eps=1e-5)
         self.mlp = GatedMLP(dim, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,40 +161,6 @@ class GlobalBottleneck(nn.Module):
 # ---------------------------------------------------------------------------------------------- decoder
 
 
-def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """(B, H, W, C) -> (B*nW, ws*ws, C)."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, ws * ws, c)
-
-
-def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
-    """(B*nW, ws*ws, C) -> (B, H, W, C)."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
-
-
-def relative_position_index(ws: int) -> torch.Tensor:
-    """Swin's (ws*ws, ws*ws) int64 index into the (2ws-1)^2 relative-position bias table."""
-    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (ws - 1)
-    return rel[..., 0] * (2 * ws - 1) + rel[..., 1]
-
-
-def shifted_window_mask(size: int, ws: int, shift: int) -> torch.Tensor:
-    """(nW, ws*ws, ws*ws) mask of the cyclic shift: 0 within a region, -100 across regions (Swin)."""
-    img = torch.zeros(1, size, size, 1)
-    cnt = 0
-    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
-        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
-            img[:, hs, wsl, :] = cnt
-            cnt += 1
-    win = window_partition(img, ws).squeeze(-1)
-    mask = win.unsqueeze(1) - win.unsqueeze(2)
-    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
-
-
 class WindowAttention(nn.Module):
     """Swin-v1 window attention with a learned relative-position bias (persistent int64 index)."""
 
@@ -224,7 +170,7 @@ class WindowAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window_size))
+        self.register_buffer("relative_position_index", get_relative_position_index(window_size, window_size))
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
@@ -232,14 +178,9 @@ class WindowAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.view(b // nw, nw, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
-            attn = attn.view(b, self.num_heads, n, n)
-        out = attn.softmax(dim=-1) @ v
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        attn_mask = window_attention_bias(bias.permute(2, 0, 1), mask, b, q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
@@ -257,7 +198,8 @@ class WindowBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.register_buffer("attn_mask", shifted_window_mask(size, window_size, shift) if shift else None)
+        mask = shifted_window_mask(size, size, (window_size, window_size), (shift, shift)) if shift else None
+        self.register_buffer("attn_mask", mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, c = x.shape
@@ -265,7 +207,8 @@ class WindowBlock(nn.Module):
         h = self.norm1(x).view(b, s, s, c)
         if self.shift:
             h = torch.roll(h, (-self.shift, -self.shift), dims=(1, 2))
-        h = window_reverse(self.attn(window_partition(h, ws), self.attn_mask), ws, s, s)
+        windows = window_partition(h, (ws, ws)).view(-1, ws * ws, c)
+        h = window_reverse(self.attn(windows, self.attn_mask), (ws, ws), s, s)
         if self.shift:
             h = torch.roll(h, (self.shift, self.shift), dims=(1, 2))
         x = x + self.drop_path(h.reshape(b, length, c))
@@ -363,8 +306,7 @@ class DehazeXL(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) hazy image in [0, 1] -> dehazed image of the same size (not clamped)."""
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise InputError(f"DehazeXL expects an (N, 3, H, W) image batch, got {tuple(x.shape)}")
+        check_image_batch(x, 3, "DehazeXL")
         if self.chunk_size < 1:
             raise InputError(f"chunk_size must be at least 1, got {self.chunk_size}")
         padded, size = pad_to_multiple(x, self.tile)

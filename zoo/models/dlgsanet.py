@@ -11,9 +11,11 @@ A pure-PyTorch re-implementation of NeonLeexiang/DLGSANet @ 0974b9ae (``basicsr/
 
 The official dynamic convolution is a cupy CUDA kernel; here it is a loop over the K*K kernel taps that
 accumulates shifted inputs times per-pixel weights, in the kernel's summation order, on any device and
-dtype. In eval mode the global attention runs on overlapping local windows (TLC, 96/72/48 LR pixels at
-x2/x3/x4) stitched by averaging, as the official test code does; unlike the official code any batch size
-works. Inputs are RGB in [0, 1]; the DIV2K mean shift happens inside. Any size works without padding.
+dtype, on contiguous NCHW maps (the shared ``ChannelLayerNorm`` hands them on so: channels-last strides
+made the network about 1.8x slower on CPU). In eval mode the global attention runs on overlapping local
+windows (TLC, 96/72/48 LR pixels at x2/x3/x4) stitched by averaging, as the official test code does;
+unlike the official code any batch size works. Inputs are RGB in [0, 1]; the DIV2K mean shift happens
+inside. Any size works without padding.
 """
 
 from __future__ import annotations
@@ -23,17 +25,14 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import LayerNorm2d
 
+from glocal.zoo.layers.inputs import InputError, check_image_batch
+from glocal.zoo.layers.norm import ChannelLayerNorm
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 
 __all__ = ["DLGSANet", "dynamic_depthwise_conv", "tlc_starts"]
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
-
-
-class InputError(ValueError):
-    """An input the model cannot take (one line)."""
 
 
 def dynamic_depthwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -68,17 +67,6 @@ class DynamicDepthwiseConv(nn.Module):
 
     def glocal_macs(self, inputs: tuple, output: torch.Tensor) -> int:
         return output.numel() * self.kernel_size ** 2
-
-
-class ChannelLayerNorm(nn.Module):
-    """LayerNorm over channels of an NCHW map, kept under ``.body`` as in the official ``LayerNorm``."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.body = LayerNorm2d(dim, eps=1e-5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 class GDFN(nn.Module):
@@ -302,9 +290,7 @@ class DLGSANet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) image in [0, 1] -> (N, C, scale*H, scale*W)."""
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise InputError(f"DLGSANet expects an (N, {self.in_chans}, H, W) image batch, "
-                             f"got {tuple(x.shape)}")
+        check_image_batch(x, self.in_chans, "DLGSANet")
         mean = self.mean.to(x.dtype)
         x = (x - mean) * self.img_range
         x = self.overlap_embed(x)

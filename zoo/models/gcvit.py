@@ -15,13 +15,19 @@ import torch
 import torch.nn as nn
 
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
+from glocal.zoo.weights import unwrap_state_dict
 
 
-def _build(arch: str, img_size: int = 224, **kwargs) -> nn.Module:
-    """Build timm's GC ViT at ``img_size`` (windows follow the resolution)."""
+def _build(arch: str, img_size: int = 224, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build timm's GC ViT at ``img_size`` (windows follow the resolution).
+
+    With ``pretrained=True`` timm's own loader reads the weights (``pretrained_cfg_overlay=dict(file=...)`` or
+    ``hf_hub_id``/``hf_hub_filename`` for NVIDIA's 2023 files) through :func:`checkpoint_filter_fn`.
+    """
     if img_size % 32:
         raise ValueError(f"GC ViT needs an input side that is a multiple of 32 (e.g. 224, 256, 384), got {img_size}")
-    return timm.create_model(arch, pretrained=False, img_size=img_size, **kwargs)
+    return timm.create_model(arch, pretrained=pretrained, img_size=img_size,
+                             pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 # Official (NVlabs/GCVit) key -> timm key, applied in order; SE Linear weights become 1x1 convs.
@@ -80,6 +86,13 @@ def detect_layout(state_dict: dict[str, torch.Tensor]) -> str:
     raise ValueError("not a GC ViT checkpoint: neither official (levels.*) nor timm (stages.*) keys")
 
 
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor],
+                         model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """timm ``pretrained_filter_fn``: NVIDIA's 2023 layout is converted, timm-layout files pass unchanged."""
+    state_dict = unwrap_state_dict(state_dict, origin="GC ViT checkpoint")
+    return convert_official(state_dict) if detect_layout(state_dict) == "official" else state_dict
+
+
 def _variant(size: str, params: int, top1_2023: float, top1_2022: float, gmacs: float) -> Variant:
     """A GC ViT size; preprocessing and the 2022 weights' URL come from timm's pretrained config."""
     arch = f"gcvit_{size}"
@@ -88,8 +101,7 @@ def _variant(size: str, params: int, top1_2023: float, top1_2022: float, gmacs: 
         name=arch,
         builder=_build,
         kwargs={"arch": arch},
-        preprocessing=Preprocessing(input_size=tuple(cfg.input_size), mean=tuple(cfg.mean), std=tuple(cfg.std),
-                                    interpolation=cfg.interpolation, crop_pct=cfg.crop_pct, crop_mode=cfg.crop_mode),
+        preprocessing=Preprocessing.from_timm(arch),
         weights=(
             WeightSource(description="NVIDIA 2022 ImageNet-1K weights (timm layout), timm's pretrained path",
                          url=cfg.url, timm_name=f"{arch}.in1k",

@@ -33,39 +33,22 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath
+from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
-from glocal.zoo.layers.padding import crop_to
+from glocal.zoo.layers.init import init_vit_linear
+from glocal.zoo.layers.inputs import InputError, check_image_batch
+from glocal.zoo.layers.padding import crop_to, pad_bottom_right
+from glocal.zoo.layers.windows import shifted_window_mask, window_attention_bias
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 
-__all__ = ["RGT", "img_to_windows", "windows_to_img", "rpe_bias_table", "relative_position_index",
-           "shifted_window_masks", "recursion_steps", "min_input_size"]
+__all__ = ["RGT", "rpe_bias_table", "shifted_window_masks", "recursion_steps", "min_input_size"]
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
-_MASK_VALUE = -100.0  # official (Swin) value for pairs that straddle a shift boundary
-
-
-class RGTInputError(ValueError):
-    """An input RGT cannot take (one line)."""
-
 
 # ----------------------------------------------------------------------------------------------------
 # Pure helpers: windows, position tables, masks, recursion depth
 # ----------------------------------------------------------------------------------------------------
-
-def img_to_windows(x: torch.Tensor, h_sp: int, w_sp: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B * nW, h_sp * w_sp, C); windows in raster order, tokens raster inside a window."""
-    b, c, h, w = x.shape
-    x = x.view(b, c, h // h_sp, h_sp, w // w_sp, w_sp)
-    return x.permute(0, 2, 4, 3, 5, 1).reshape(-1, h_sp * w_sp, c)
-
-
-def windows_to_img(windows: torch.Tensor, h_sp: int, w_sp: int, h: int, w: int) -> torch.Tensor:
-    """(B * nW, h_sp * w_sp, C) -> (B, H, W, C); the inverse of :func:`img_to_windows` (channels last)."""
-    b = windows.shape[0] // ((h // h_sp) * (w // w_sp))
-    x = windows.view(b, h // h_sp, w // w_sp, h_sp, w_sp, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, -1)
-
 
 def rpe_bias_table(h_sp: int, w_sp: int) -> torch.Tensor:
     """All (dy, dx) offsets inside an h_sp x w_sp window, dy-major: float32 [(2h_sp-1)(2w_sp-1), 2]."""
@@ -73,27 +56,6 @@ def rpe_bias_table(h_sp: int, w_sp: int) -> torch.Tensor:
     dx = torch.arange(1 - w_sp, w_sp)
     grid = torch.stack(torch.meshgrid(dy, dx, indexing="ij"))
     return grid.flatten(1).transpose(0, 1).contiguous().float()
-
-
-def relative_position_index(h_sp: int, w_sp: int) -> torch.Tensor:
-    """Row of :func:`rpe_bias_table` for every (query, key) token pair of a window: int64 [N, N]."""
-    coords = torch.stack(torch.meshgrid(torch.arange(h_sp), torch.arange(w_sp), indexing="ij")).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-    return (rel[..., 0] + h_sp - 1) * (2 * w_sp - 1) + (rel[..., 1] + w_sp - 1)
-
-
-def _shift_mask(h: int, w: int, win: tuple[int, int], shift: tuple[int, int],
-                device: torch.device | None) -> torch.Tensor:
-    """Swin mask for windows ``win`` (rows, cols) on an h x w map rolled by ``-shift``: [nW, N, N]."""
-    labels = torch.zeros(h, w, device=device)
-    cnt = 0
-    for hs in (slice(0, -win[0]), slice(-win[0], -shift[0]), slice(-shift[0], None)):
-        for ws in (slice(0, -win[1]), slice(-win[1], -shift[1]), slice(-shift[1], None)):
-            labels[hs, ws] = cnt
-            cnt += 1
-    windows = img_to_windows(labels.view(1, 1, h, w), win[0], win[1]).squeeze(-1)  # nW, N
-    diff = windows.unsqueeze(1) - windows.unsqueeze(2)
-    return diff.masked_fill(diff != 0, _MASK_VALUE).masked_fill(diff == 0, 0.0)
 
 
 def shifted_window_masks(h: int, w: int, split_size: Sequence[int], shift_size: Sequence[int],
@@ -104,7 +66,8 @@ def shifted_window_masks(h: int, w: int, split_size: Sequence[int], shift_size: 
     """
     s0, s1 = split_size
     t0, t1 = shift_size
-    return (_shift_mask(h, w, (s0, s1), (t0, t1), device), _shift_mask(h, w, (s1, s0), (t1, t0), device))
+    return (shifted_window_mask(h, w, (s0, s1), (t0, t1), device),
+            shifted_window_mask(h, w, (s1, s0), (t1, t0), device))
 
 
 def recursion_steps(h: int, w: int, training: bool = False) -> int:
@@ -125,14 +88,6 @@ def min_input_size(h: int, w: int, training: bool = False) -> tuple[int, int]:
 def tokens_to_map(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(B, H*W, C) -> (B, C, H, W) as a channels-last view (the official ``rearrange``; same conv kernels)."""
     return x.reshape(x.shape[0], h, w, x.shape[2]).permute(0, 3, 1, 2)
-
-
-def _pad_bottom_right(x: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
-    """Reflect-pad at the bottom/right; replicate when the pad reaches past the reflected side."""
-    if not (ph or pw):
-        return x
-    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -200,13 +155,13 @@ class WindowAttention(nn.Module):
         # DynamicPosBias gets dim // 4 and divides by 4 again: pos_dim = dim // 16 (official).
         self.pos = DynamicPosBias(dim // 4, num_heads)
         self.register_buffer("rpe_biases", rpe_bias_table(self.h_sp, self.w_sp))
-        self.register_buffer("relative_position_index", relative_position_index(self.h_sp, self.w_sp))
+        self.register_buffer("relative_position_index", get_relative_position_index(self.h_sp, self.w_sp))
         self.attn_drop = nn.Dropout(attn_drop)
 
     def _to_windows(self, t: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """(B, H*W, C) -> (B*nW, heads, N, C/heads)."""
         b, _, c = t.shape
-        t = img_to_windows(t.transpose(1, 2).reshape(b, c, h, w), self.h_sp, self.w_sp)
+        t = window_partition(t.reshape(b, h, w, c), (self.h_sp, self.w_sp))
         return t.reshape(-1, self.h_sp * self.w_sp, self.num_heads, c // self.num_heads).permute(0, 2, 1, 3)
 
     def position_bias(self) -> torch.Tensor:
@@ -219,17 +174,13 @@ class WindowAttention(nn.Module):
         """qkv (3, B, H*W, C) -> (B, H, W, C); ``mask`` (nW, N, N) for shifted windows."""
         b, length, c = qkv[0].shape
         if length != h * w:
-            raise ValueError(f"token count {length} does not match the map size {h}x{w}")
+            raise InputError(f"token count {length} does not match the map size {h}x{w}")
         q, k, v = (self._to_windows(t, h, w) for t in (qkv[0], qkv[1], qkv[2]))
-        attn = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias().unsqueeze(0)
-        n = attn.shape[-1]
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.view(b, nw, self.num_heads, n, n) + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, self.num_heads, n, n)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(-1, n, c)
-        return windows_to_img(x, self.h_sp, self.w_sp, h, w)
+        attn_mask = window_attention_bias(self.position_bias(), mask, q.shape[0], q.dtype)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=self.scale,
+                                           dropout_p=self.attn_drop.p if self.training else 0.0)
+        x = x.transpose(1, 2).reshape(-1, self.h_sp * self.w_sp, c)
+        return window_reverse(x, (self.h_sp, self.w_sp), h, w)
 
 
 def is_shifted(rs_id: int, idx: int) -> bool:
@@ -287,7 +238,7 @@ class L_SA(nn.Module):  # noqa: N801 - official class name
         m = max(self.split_size)
         pad_b, pad_r = (m - h % m) % m, (m - w % m) % m
         hp, wp = h + pad_b, w + pad_r
-        qkv = F.pad(qkv.reshape(3 * b, h, w, c).permute(0, 3, 1, 2), (0, pad_r, 0, pad_b))
+        qkv = pad_bottom_right(qkv.reshape(3 * b, h, w, c).permute(0, 3, 1, 2), pad_b, pad_r, mode="constant")
         qkv = qkv.reshape(3, b, c, -1).transpose(-2, -1)  # 3, B, Hp*Wp, C
         half = c // 2
         if self.shifted:
@@ -336,7 +287,7 @@ class RG_SA(nn.Module):  # noqa: N801 - official class name
         steps = recursion_steps(h, w, self.training)
         rh, rw = h // 4 ** steps, w // 4 ** steps
         if rh < 1 or rw < 1:
-            raise RGTInputError(f"RG-SA needs sides >= {4 ** steps} for a {h}x{w} map (recursion depth {steps})")
+            raise InputError(f"RG-SA needs sides >= {4 ** steps} for a {h}x{w} map (recursion depth {steps})")
         r = x.transpose(1, 2).reshape(b, c, h, w)
         for _ in range(steps):  # the same stride-4 depthwise conv, applied T times
             r = self.reduction1(r)
@@ -344,10 +295,11 @@ class RG_SA(nn.Module):  # noqa: N801 - official class name
         q = self.q(x).reshape(b, n, heads, self.cr // heads).permute(0, 2, 1, 3)
         k = self.k(r).reshape(b, -1, heads, self.cr // heads).permute(0, 2, 1, 3)
         v = self.v(r)  # B, N', C  (channel = head * C/heads + d)
-        attn = self.attn_drop(((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1))
         v = v + self.cpe(v.transpose(1, 2).reshape(b, c, rh, rw)).flatten(2).transpose(1, 2)
         v = v.reshape(b, -1, heads, c // heads).permute(0, 2, 1, 3)
-        x = (attn @ v).transpose(1, 2).reshape(b, n, c)
+        x = F.scaled_dot_product_attention(q, k, v, scale=self.scale,  # value heads are twice as wide as q/k's
+                                           dropout_p=self.attn_drop.p if self.training else 0.0)
+        x = x.transpose(1, 2).reshape(b, n, c)
         return self.proj_drop(self.proj(x))
 
 
@@ -461,17 +413,7 @@ class RGT(nn.Module):
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU())
         self.upsample = Upsample(upscale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
+        self.apply(init_vit_linear)  # the official init
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -492,12 +434,10 @@ class RGT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """LR RGB in [0, 1], any size -> SR RGB of ``upscale`` times the size."""
-        if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != self.in_chans:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise RGTInputError(f"RGT expects an (N, {self.in_chans}, H, W) tensor in [0, 1], got {shape}")
+        check_image_batch(x, self.in_chans, "RGT")
         h, w = x.shape[-2:]
         hp, wp = min_input_size(h, w, self.training)
-        x = _pad_bottom_right(x, hp - h, wp - w)
+        x = pad_bottom_right(x, hp - h, wp - w)
         return crop_to(self.forward_body(x), (h, w), self.upscale)
 
 

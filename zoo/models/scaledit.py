@@ -415,7 +415,7 @@ class ScaleDiTAttnProcessor:
 
     def _mask_on(self, device: torch.device) -> Any:
         if self.layout is None:
-            return self.mask if getattr(self, "_masks", None) is None else None
+            return None
         key = str(device)
         if key not in self._masks:
             self._masks[key] = (self.layout.block_mask(device) if self.impl == "flex"
@@ -428,13 +428,27 @@ class ScaleDiTAttnProcessor:
         if self.layout is not None and query.shape[1] != self.layout.total:
             raise ScaleDiTError(f"the attention call has {query.shape[1]} tokens but the Scale-DiT layout has "
                                 f"{self.layout.total}; call configure() for this size")
+        if self.impl == "flex" and _get_current_dispatch_mode() is not None:
+            # flex_attention cannot run under a dispatch mode (FLOP counters): exact masked SDPA by row chunks
+            # does, at any size; the model's MACs come from the formula (glocal_macs) anyway
+            return self._rows_reference(query, key, value)
         mask = self._mask_on(query.device) if self.layout is not None else self.mask
-        if self.impl == "flex" and self.compile and _get_current_dispatch_mode() is None:  # counters run eager
+        if self.impl == "flex" and self.compile:
             q, k, v = (x.permute(0, 2, 1, 3) for x in (query, key, value))
             return _compiled_flex()(q, k, v, block_mask=mask).permute(0, 2, 1, 3)
         backend = "flex" if self.impl == "flex" else "native"
         return dispatch_attention_fn(query, key, value, attn_mask=mask, backend=backend,
                                      parallel_config=self._parallel_config)
+
+    def _rows_reference(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Masked SDPA 1,024 query rows at a time (memory O(rows x L), never an L x L mask); dense without layout."""
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        if self.layout is None:
+            return dispatch_attention_fn(query, key, value, attn_mask=self.mask, backend="native")
+        out = [dispatch_attention_fn(query[:, q0:q0 + rows.shape[0]], key, value, attn_mask=rows[None, None],
+                                     backend="native") for q0, rows in self.layout.mask_rows(1024, query.device)]
+        return torch.cat(out, dim=1)
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None,
@@ -480,20 +494,31 @@ def _per_group(x: torch.Tensor, m: int, main: torch.Tensor, guide: torch.Tensor,
     return torch.cat([one(x[:, :-m], main), one(x[:, -m:], guide)], dim=1)
 
 
+def _stock_without_guidance(fn: Any) -> Any:
+    """A block forward (stock signature) that runs ``fn`` with guidance tokens and the stock forward without."""
+    def forward(self: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
+                temb: torch.Tensor, image_rotary_emb: Any = None,
+                joint_attention_kwargs: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self._scaledit_groups.lowres:
+            return self._scaledit_stock_forward(hidden_states, encoder_hidden_states, temb, image_rotary_emb,
+                                                joint_attention_kwargs)
+        return fn(self, hidden_states, encoder_hidden_states, temb, image_rotary_emb, joint_attention_kwargs or {})
+
+    forward.__doc__ = fn.__doc__
+    return forward
+
+
+@_stock_without_guidance
 def _double_forward(self: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                    temb: torch.Tensor, image_rotary_emb: Any = None,
-                    joint_attention_kwargs: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    temb: torch.Tensor, image_rotary_emb: Any, kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
     """``FluxTransformerBlock.forward`` with per-group AdaLN and per-group LoRA (image stream only)."""
     g, m = self._scaledit_groups, self._scaledit_groups.lowres
-    if not m:
-        return self._scaledit_stock_forward(hidden_states, encoder_hidden_states, temb, image_rotary_emb,
-                                            joint_attention_kwargs)
     a, b = _modulation(self.norm1, g, temb, 6)  # shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
     x = self.norm1.norm(hidden_states)
     x = _per_group(_per_group(x, m, a[1], b[1], "scale"), m, a[0], b[0], "shift")
     ctx, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(encoder_hidden_states, emb=temb)
     attn_out, ctx_out = self.attn(hidden_states=x, encoder_hidden_states=ctx, image_rotary_emb=image_rotary_emb,
-                                  **(joint_attention_kwargs or {}))
+                                  **kwargs)
     hidden_states = hidden_states + _per_group(attn_out, m, a[2], b[2], "gate")
     x = self.norm2(hidden_states)
     x = _per_group(_per_group(x, m, a[4], b[4], "scale"), m, a[3], b[3], "shift")
@@ -511,20 +536,17 @@ def _double_forward(self: nn.Module, hidden_states: torch.Tensor, encoder_hidden
     return encoder_hidden_states, hidden_states
 
 
+@_stock_without_guidance
 def _single_forward(self: nn.Module, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                    temb: torch.Tensor, image_rotary_emb: Any = None,
-                    joint_attention_kwargs: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    temb: torch.Tensor, image_rotary_emb: Any, kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
     """``FluxSingleTransformerBlock.forward`` with per-group AdaLN and per-group LoRA."""
     g, m = self._scaledit_groups, self._scaledit_groups.lowres
-    if not m:
-        return self._scaledit_stock_forward(hidden_states, encoder_hidden_states, temb, image_rotary_emb,
-                                            joint_attention_kwargs)
     text = encoder_hidden_states.shape[1]
     residual = torch.cat([encoder_hidden_states, hidden_states], dim=1)
     a, b = _modulation(self.norm, g, temb, 3)  # shift, scale, gate
     x = _per_group(_per_group(self.norm.norm(residual), m, a[1], b[1], "scale"), m, a[0], b[0], "shift")
     mlp = self.act_mlp(_grouped_linear(self.proj_mlp, x, m))
-    attn_out = self.attn(hidden_states=x, image_rotary_emb=image_rotary_emb, **(joint_attention_kwargs or {}))
+    attn_out = self.attn(hidden_states=x, image_rotary_emb=image_rotary_emb, **kwargs)
     out = _grouped_linear(self.proj_out, torch.cat([attn_out, mlp], dim=2), m)
     hidden_states = residual + _per_group(out, m, a[2], b[2], "gate")
     if hidden_states.dtype == torch.float16:
