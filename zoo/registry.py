@@ -69,6 +69,8 @@ class WeightSource:
     filename: str | None = None
     sha256: str | None = None
     layout: str = "official"  # a key understood by the family's ``convert_state_dict``
+    license: str | None = None  # the file's own licence when it differs from the card's (weights vs code)
+    gated: bool = False  # terms must be accepted (and a token set) before download: packaging asks to accept
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ bench results ls|show|export                  read the store
 bench datasets make NAME --from DIR --out DIR generate a dataset from your own images
 bench leaderboard build|serve                 the static leaderboard site
 bench microbench NAME                         kernel-level benchmarks (neighborhood attention, ...)
+bench weights package|index|fetch|list|verify pretrained weights as pip packages
 
 Every subcommand lives in its own module here and uses typer with ``Annotated`` options. Every error is one
 red line on stderr and exit code 2 (:func:`fail`, :func:`errors_as_one_line`).
@@ -107,4 +108,5 @@ from glocal.benchmarks.cli import (  # noqa: E402, F401
     results,
     run,
     sweep,
+    weights,
 )
