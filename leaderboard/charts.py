@@ -58,6 +58,7 @@ class ChartChoice:
     x_option: str | None = None  # task option on the x axis instead of settings.resolution
     x_title: str = ""  # x axis title when x_option is set
     split_option: str | None = None  # task option whose values (other than 1) get charts of their own
+    split_x_title: str = ""  # x axis title of those charts (video: the frame height)
     latency_divisor: float = 1.0  # latency medians are in ms; 1000 draws seconds
     latency_title: str = "latency, median (ms, batch {batch}, log scale)"
     ratio_option: str | None = None  # baseline / other latency at each x, between series differing by this option
@@ -68,7 +69,8 @@ class ChartChoice:
 
 DEFAULT_CHOICE = ChartChoice()
 CHART_CHOICES: dict[str, ChartChoice] = {  # keyed by glocal.taskspec.TASKS name (= tab slug)
-    "generation": ChartChoice(split_option="frames", latency_divisor=1000.0,
+    "generation": ChartChoice(split_option="frames", split_x_title="video resolution (frame height, px)",
+                              latency_divisor=1000.0,
                               latency_title="seconds per denoising step (median, batch {batch}, log scale)",
                               ratio_option="attention", paper_pattern=r"seconds|speedup", mark_oom=True),
     "multiview": ChartChoice(x_option="frames", x_title="frames", latency_divisor=1000.0,
@@ -294,7 +296,8 @@ def scaling_groups(
         if len({x for _, x, _ in cells}) < 2 or (overlay and len({hw for _, _, hw in cells}) < 2):
             continue
         points = [_scaling_point(name, x, hw, r, v, kind, key) for (name, x, hw), (r, v, _) in sorted(cells.items())]
-        _label_ratios(points, choice)
+        if kind == "latency":
+            _label_ratios(points, choice)
         points += _oom_points(ooms, points, (device, precision, batch, split), (series, key), overlay, choice)
         y_title = {
             "latency": choice.latency_title.format(batch=batch),
@@ -304,7 +307,7 @@ def scaling_groups(
         title = _group_title(device or "all hardware", precision, batch)
         if split is not None:
             title += f" · {choice.split_option} {split}"
-        x_title = choice.x_title or resolution_label
+        x_title = (split is not None and choice.split_x_title) or choice.x_title or resolution_label
         out.append(ChartGroup(kind, title, device, precision, f"{x_title}, log scale", y_title, points,
                               overlay=overlay, x_name=choice.x_option or "resolution"))
     return out
