@@ -351,10 +351,11 @@ def _label_ratios(points: list[dict], choice: ChartChoice) -> None:
 
 def _oom_points(ooms: Sequence[dict], points: list[dict], setting: tuple, names: tuple[Callable, Callable | None],
                 overlay: bool, choice: ChartChoice) -> list[dict]:
-    """Out-of-memory cells of this chart's setting as points at the top of its y range (no measured value)."""
+    """Out-of-memory cells of this chart's setting as points above the top of its y range (no measured value; half
+    again the highest measured value, so that a cross never hides a measured point at the same x)."""
     device, precision, batch, split = setting
     series, key = names
-    top = max(p["value"] for p in points)
+    top = 1.5 * max(p["value"] for p in points)
     out = []
     for r in ooms:
         s = r["settings"]
@@ -414,7 +415,8 @@ def _color(group: ChartGroup, colors: dict[str, str] | None, field: str = "varia
     colors = extend_colors(colors or {}, domain)
     scale = alt.Scale(domain=domain, range=[colors.get(v, PALETTE[0]) for v in domain])
     return alt.Color(f"{field}:N", title="variant" if field == "variant" else "series", scale=scale,
-                     legend=alt.Legend(orient="bottom", columns=3, labelLimit=180, symbolType="circle"))
+                     legend=alt.Legend(orient="bottom", columns=3 if field == "variant" else 2,
+                                       labelLimit=180 if field == "variant" else 300, symbolType="circle"))
 
 
 def _sized(chart: Any, validate: bool) -> dict:

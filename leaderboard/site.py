@@ -690,7 +690,8 @@ def _render_tabs(w: _Writer, index: SiteIndex, tabs: Sequence[Any]) -> None:
         columns, rows = prune_columns(t.columns, build_rows(t.records, t.columns, ctx))
         w.page("task.html", t.tab.page, "", tab=t, active=t.tab.slug, columns=columns, rows=rows,
                matrices=views.hardware_matrices(t.records, label), quality_figs=qfigs, scaling_figs=sfigs,
-               overlay_figs=ofigs, x_name=charts_mod.chart_choice(t.tab.slug).x_option,
+               overlay_figs=ofigs, choice=charts_mod.chart_choice(t.tab.slug),
+               x_name=charts_mod.chart_choice(t.tab.slug).x_option,
                has_charts=w.charts and bool(qfigs or sfigs or ofigs), charts_enabled=w.charts)
 
 
