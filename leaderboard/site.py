@@ -207,6 +207,7 @@ class TabData:
     quality_groups: list[charts_mod.ChartGroup]
     scaling_groups: list[charts_mod.ChartGroup]
     overlay_groups: list[charts_mod.ChartGroup] = field(default_factory=list)
+    paper_rows: list[dict] = field(default_factory=list)  # paper-reported runtime figures, shown apart
 
     @property
     def devices(self) -> list[str]:
@@ -262,14 +263,19 @@ def tab_data(records: Sequence[dict], index: SiteIndex) -> list[TabData]:
         recs = _row_order(by_tab.get(slug, []), tab)
         label = functools.partial(_label, index)
         qgroups = charts_mod.quality_groups(recs, tab, label)
-        sgroups = charts_mod.scaling_groups(
-            recs, "latency", lambda r: _series(index, r), tab.resolution_label
-        ) + charts_mod.scaling_groups(recs, "memory", lambda r: _series(index, r), tab.resolution_label)
-        ogroups = charts_mod.scaling_groups(recs, "latency", lambda r: _series(index, r), tab.resolution_label,
-                                            overlay=True)
+        choice = charts_mod.chart_choice(slug)
+        opts = charts_mod.distinguishing_options(recs, choice)
+        kw = {"choice": choice, "key": functools.partial(_series_key, opts)}
+        series = functools.partial(_series, index, opts=opts)
+        sgroups = charts_mod.scaling_groups(recs, "latency", series, tab.resolution_label, **kw) + \
+            charts_mod.scaling_groups(recs, "memory", series, tab.resolution_label, **kw)
+        ogroups = charts_mod.scaling_groups(recs, "latency", series, tab.resolution_label, overlay=True, **kw)
+        families = sorted({r["model"]["family"] for r in recs})
+        cards = [index.models[f].card for f in families if f in index.models and index.models[f].card]
+        paper = charts_mod.paper_rows(cards, choice)
         for g in qgroups:
             index.frontier.update(p["record"] for p in g.points if p["pareto"])
-        out.append(TabData(tab, recs, columns_for(tab, recs), qgroups, sgroups, ogroups))
+        out.append(TabData(tab, recs, columns_for(tab, recs), qgroups, sgroups, ogroups, paper))
     return out
 
 
@@ -277,9 +283,22 @@ def _label(index: SiteIndex, record: dict) -> str:
     return index.models[record["model"]["family"]].display_name
 
 
-def _series(index: SiteIndex, record: dict) -> str:
+def _option_suffix(opts: Sequence[str], record: dict) -> str:
+    """`` · attention=dense-sdpa`` for the task options ``opts`` that tell a tab's series apart."""
+    values = charts_mod.cell_options(record)
+    return "".join(f" · {k}={values[k]}" for k in opts if k in values)
+
+
+def _series(index: SiteIndex, record: dict, opts: Sequence[str] = ()) -> str:
     method = method_label(record)
-    return f"{_label(index, record)} · {record['model']['variant']}" + (f" · {method}" if method else "")
+    return (f"{_label(index, record)} · {record['model']['variant']}" + (f" · {method}" if method else "")
+            + _option_suffix(opts, record))
+
+
+def _series_key(opts: Sequence[str], record: dict) -> str:
+    """The colour key of a series: the variant, plus its method and distinguishing task options if any."""
+    method = method_label(record)
+    return record["model"]["variant"] + (f" · {method}" if method else "") + _option_suffix(opts, record)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -471,6 +490,8 @@ def _chart_figures(groups: Sequence[charts_mod.ChartGroup], prefix: str, draw: b
             "latency": "Latency against resolution, hardware overlaid" if g.overlay else "Latency against resolution",
             "memory": "Peak memory against resolution",
         }[g.kind]
+        if g.kind in ("latency", "memory"):
+            kind = kind.replace("resolution", g.x_name)
         figs.append(
             {
                 "id": g.chart_id,
@@ -635,6 +656,8 @@ def render_site(
         + [v.get("name") for c in cards for v in (c.get("variants") or []) if isinstance(v, dict) and v.get("name")]
     )
     tabs = tab_data(records, index)
+    index.colors = charts_mod.extend_colors(  # series that are a variant plus options: one colour site-wide
+        index.colors, [p["key"] for t in tabs for g in t.scaling_groups + t.overlay_groups for p in g.points])
     nav = [{"title": t.tab.title, "href": t.tab.page, "slug": t.tab.slug, "cells": len(t.records)} for t in tabs]
     updated = max((r["timestamp"] for r in records), key=lambda t: timestamp_key({"timestamp": t}), default="")
     common = {"site_title": title, "nav": nav, "updated": human_date(updated) if updated else ""}
@@ -667,7 +690,9 @@ def _render_tabs(w: _Writer, index: SiteIndex, tabs: Sequence[Any]) -> None:
         columns, rows = prune_columns(t.columns, build_rows(t.records, t.columns, ctx))
         w.page("task.html", t.tab.page, "", tab=t, active=t.tab.slug, columns=columns, rows=rows,
                matrices=views.hardware_matrices(t.records, label), quality_figs=qfigs, scaling_figs=sfigs,
-               overlay_figs=ofigs, has_charts=w.charts and bool(qfigs or sfigs or ofigs), charts_enabled=w.charts)
+               overlay_figs=ofigs, choice=charts_mod.chart_choice(t.tab.slug),
+               x_name=charts_mod.chart_choice(t.tab.slug).x_option,
+               has_charts=w.charts and bool(qfigs or sfigs or ofigs), charts_enabled=w.charts)
 
 
 def _render_model(w: _Writer, index: SiteIndex, e: Any) -> None:

@@ -144,9 +144,21 @@ def sample_records() -> list[dict]:
     return [make_record(**{k: v for k, v in row.items() if k != "_comment"}) for row in rows]
 
 
-def sample_cards() -> list[dict]:
-    """Model cards as ``ModelCard.to_dict()`` gives them, built from ``sample_cards.json`` with the real
-    dataclasses; every variant has the same builder, kwargs and one official weight source."""
+def scaling_records() -> list[dict]:
+    """Generation and multi-view records (``scaling_records.json``): Scale-DiT and UltraGen each against dense
+    attention (the ``attention`` task option), VGGT and FlashVGGT against frames with one out-of-memory cell."""
+    rows = json.loads((DATA / "scaling_records.json").read_text())
+    return [make_record(**{k: v for k, v in row.items() if k != "_comment"}) for row in rows]
+
+
+def scaling_cards() -> list[dict]:
+    """The cards of :func:`scaling_records` (``scaling_cards.json``), with paper-reported runtime figures."""
+    return sample_cards("scaling_cards.json")
+
+
+def sample_cards(name: str = "sample_cards.json") -> list[dict]:
+    """Model cards as ``ModelCard.to_dict()`` gives them, built from ``sample_cards.json`` (or ``name``) with the
+    real dataclasses; every variant has the same builder, kwargs and one official weight source."""
     import torch.nn as nn
 
     from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource
@@ -170,7 +182,7 @@ def sample_cards() -> list[dict]:
         )
 
     cards = []
-    for c in json.loads((DATA / "sample_cards.json").read_text()):
+    for c in json.loads((DATA / name).read_text()):
         fields = {k: v for k, v in c.items() if k != "variants"}
         cards.append(ModelCard(**fields, variants=tuple(variant(**v) for v in c["variants"])))
     return [c.to_dict() for c in cards]

@@ -26,6 +26,8 @@ from leaderboard_samples import (
     sample_card_dicts,
     sample_cards,
     sample_records,
+    scaling_cards,
+    scaling_records,
 )
 
 from glocal.leaderboard import charts, data, site, tables, views
@@ -817,3 +819,117 @@ def test_core_tabs_have_a_primary_metric():
         "super_resolution",
         "structure",
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# generation and multi-view charts: the chart choice per task, series split by task options, OOM, paper figures
+
+
+def _scaling_tabs() -> dict:
+    recs, cards = scaling_records(), scaling_cards()
+    index = site.SiteIndex(site.index_models(recs, cards), data.record_anchors(recs))
+    return {t.tab.slug: t for t in site.tab_data(recs, index)}
+
+
+def test_scaling_records_are_valid():
+    from glocal.record import validate_record
+
+    recs = scaling_records()
+    for r in recs:
+        validate_record(r)
+    assert {data.tab_of(r) for r in recs} == {"generation", "multiview"}
+
+
+def test_generation_series_split_by_attention_mode_with_dense_ratio():
+    tab = _scaling_tabs()["generation"]
+    lat = [g for g in tab.scaling_groups if g.kind == "latency"]
+    assert [g.title for g in lat] == [f"{H100} · bf16 · batch 1", f"{H100} · bf16 · batch 1 · frames 81"]
+    image, video = lat
+    pts = {(p["series"], p["x"]): p for p in image.points}
+    dense = "Scale-DiT · scaledit_flux1_dev · attention=dense-sdpa"
+    sdit = "Scale-DiT · scaledit_flux1_dev · attention=scaledit"
+    assert {s for s, _ in pts} == {dense, sdit}  # one line per attention mode, not one per variant
+    assert pts[(sdit, 4096)]["value"] == 7.5 and pts[(dense, 4096)]["value"] == 19.5  # seconds per step (ms / 1000)
+    assert pts[(sdit, 4096)]["ratio"] == pytest.approx(19.5 / 7.5)
+    assert pts[(sdit, 4096)]["ratio_text"] == "2.60x vs dense"
+    assert "ratio" not in pts[(dense, 4096)]
+    assert image.y_title.startswith("seconds per denoising step") and image.x_title == "image side (px), log scale"
+    # the video rows are their own chart keyed by resolution, frames in the title
+    assert sorted({p["x"] for p in video.points}) == [480, 720, 1080]
+    assert video.x_title.startswith("video resolution")
+    assert {p["key"] for p in video.points} == {"ultragen_1080p · attention=ultragen",
+                                                "ultragen_1080p · attention=dense-sdpa"}
+    ratio = {p["x"]: p["ratio"] for p in video.points if "ratio" in p}
+    assert ratio == pytest.approx({480: 4 / 3, 720: 12 / 7, 1080: 42 / 15})
+    # memory charts carry no speed-up ratio
+    assert not any("ratio" in p for g in tab.scaling_groups if g.kind == "memory" for p in g.points)
+
+
+def test_classification_series_keep_the_variant_name():
+    recs = [r for r in data.latest_per_cell(sample_records()) if data.tab_of(r) == "classification"]
+    assert charts.distinguishing_options(recs) == []
+    index = site.SiteIndex(site.index_models(recs, sample_cards()), data.record_anchors(recs))
+    cls = next(t for t in site.tab_data(recs, index) if t.tab.slug == "classification")
+    assert {p["key"] for g in cls.scaling_groups for p in g.points} <= {r["model"]["variant"] for r in recs}
+    assert not any(p["oom"] for g in cls.scaling_groups for p in g.points) and cls.paper_rows == []
+
+
+def test_multiview_x_axis_is_frames_and_oom_is_marked():
+    tab = _scaling_tabs()["multiview"]
+    lat = next(g for g in tab.scaling_groups if g.kind == "latency")
+    assert lat.x_name == "frames" and lat.x_title == "frames, log scale"
+    assert sorted({p["x"] for p in lat.points}) == [10, 50, 100, 200, 1000]
+    assert {p["resolution"] for p in lat.points} == {518}
+    oom = [p for p in lat.points if p["oom"]]
+    assert [(p["variant"], p["x"], p["label"]) for p in oom] == [("vggt_1b", 1000, "out of memory")]
+    assert oom[0]["value"] == 1.5 * max(p["value"] for p in lat.points if not p["oom"])  # drawn above the top
+    flash = {p["x"]: p["value"] for p in lat.points if p["variant"] == "flashvggt"}
+    assert flash[1000] == 36.0
+    spec = charts.scaling_spec(lat, validate=True)
+    layers = {layer["name"]: layer for layer in spec["layer"]}
+    assert layers["oom"]["mark"]["shape"] == "cross" and layers["oom_label"]["encoding"]["text"]["field"] == "label"
+    assert {"filter": "datum.oom"} in layers["oom"]["transform"]
+    assert {"filter": "!datum.oom"} in layers["lines"]["transform"]  # an OOM cell is never on a line
+    assert layers["lines"]["encoding"]["x"]["field"] == "x"
+    assert layers["lines"]["encoding"]["x"]["scale"]["type"] == "log"
+    assert layers["lines"]["encoding"]["y"]["scale"]["type"] == "log"
+
+
+def test_generation_spec_is_log_log_with_ratio_labels_and_series_colours():
+    tab = _scaling_tabs()["generation"]
+    image = tab.scaling_groups[0]
+    colors = charts.extend_colors(charts.variant_colors(["scaledit_flux1_dev"]), [p["key"] for p in image.points])
+    spec = charts.scaling_spec(image, colors, validate=True)
+    layers = {layer["name"]: layer for layer in spec["layer"]}
+    assert layers["lines"]["encoding"]["x"]["scale"]["type"] == "log"
+    assert layers["lines"]["encoding"]["y"]["scale"]["type"] == "log"
+    assert layers["ratios"]["encoding"]["text"]["field"] == "ratio_text"
+    scale = layers["lines"]["encoding"]["color"]["scale"]
+    assert scale["domain"] == ["scaledit_flux1_dev · attention=dense-sdpa", "scaledit_flux1_dev · attention=scaledit"]
+    assert scale["range"] == [colors[k] for k in scale["domain"]] and len(set(scale["range"])) == 2
+    assert "oom" not in layers
+
+
+def test_paper_figures_are_a_separate_labelled_table(tmp_path):
+    pytest.importorskip("altair")
+    tabs = _scaling_tabs()
+    gen = {(p["variant"], p["metric"]): p["value"] for p in tabs["generation"].paper_rows}
+    assert gen == {("scaledit_flux1_dev", "seconds_per_step"): 7.81,
+                   ("scaledit_flux1_dev", "seconds_per_step_dense"): 17.89,
+                   ("ultragen_1080p", "speedup_vs_wan"): 2.69}  # runtime figures only: no FID
+    mv = {(p["variant"], p["metric"]): p["value"] for p in tabs["multiview"].paper_rows}
+    assert mv[("vggt_1b", "seconds_10_frames")] == 0.14 and mv[("flashvggt", "seconds_1000_frames")] == 35.3
+    assert ("vggt_1b", "auc30") not in mv
+    # never merged with the measured points
+    measured = {p["value"] for t in tabs.values() for g in t.scaling_groups for p in g.points}
+    assert not measured & {7.81, 17.89, 2.69, 0.14, 8.75, 35.3, 377.6}
+    out = tmp_path / "site"
+    build_site(scaling_records(), scaling_cards(), out)
+    page = (out / "task-generation.html").read_text()
+    section = page[page.index('<section class="paper-reported"'):]
+    section = section[:section.index("</section>")]
+    assert "paper-reported" in section and ">7.81<" in section and ">2.69<" in section
+    specs = page[:page.index('<section class="paper-reported"')]
+    assert "7.81" not in specs and "2.69" not in specs
+    mv_page = (out / "task-multiview.html").read_text()
+    assert "Scaling with frames" in mv_page and ">377.6<" in mv_page and ">0.14<" in mv_page
