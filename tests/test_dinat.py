@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from compile_check import BACKENDS, assert_compiles_fullgraph
 from manifests import assert_matches_manifest, load_manifest, random_checkpoint
 
 import glocal.zoo
@@ -183,3 +184,11 @@ def test_timm_registry_and_api() -> None:
         h.remove()
     assert [seen[f["module"]] for f in small.feature_info] == [
         (1, 64 // f["reduction"], 64 // f["reduction"], f["num_chs"]) for f in small.feature_info]  # NHWC
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiles_without_graph_breaks(backend):
+    """DiNAT-Mini at 224 runs as one graph under torch.compile(fullgraph=True) (neighborhood attention included)."""
+    torch.manual_seed(0)
+    model = glocal.zoo.create_model("dinat_mini", weights="random", quiet=True).eval()
+    assert_compiles_fullgraph(model, torch.rand(1, 3, 224, 224), backend)

@@ -9,6 +9,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from compile_check import BACKENDS, assert_compiles_fullgraph
 from manifests import assert_matches_manifest, load_manifest, random_checkpoint
 
 import glocal.zoo
@@ -372,3 +373,11 @@ def test_macs_at_224_match_the_paper(name):
         model, x = _meta_build(name), torch.empty(1, 3, 224, 224, device="meta")
     gmacs = count_macs(model, x)["gmacs"]
     assert abs(gmacs / paper - 1) < 0.02, (gmacs, paper)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compiles_without_graph_breaks(backend):
+    """SViT-S at 224 (its smallest registered variant) runs as one graph under torch.compile(fullgraph=True)."""
+    torch.manual_seed(0)
+    model = glocal.zoo.create_model("svit_small", weights="random", quiet=True).eval()
+    assert_compiles_fullgraph(model, torch.rand(1, 3, 224, 224), backend)
