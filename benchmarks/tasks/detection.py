@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from glocal.benchmarks.progress import track
 from glocal.benchmarks.tasks import (
     DatasetSpec,
     EvalContext,
@@ -26,6 +25,7 @@ from glocal.benchmarks.tasks import (
     register_evaluator,
     register_task,
 )
+from glocal.progress import track
 
 
 def _score_thresh(text: str) -> float:
