@@ -2,6 +2,7 @@
 
 import argparse
 import pickle
+import sys
 
 import pytest
 import torch
@@ -155,6 +156,7 @@ def test_installed_weights_package_is_found_through_entry_points(tmp_path, monke
     (site / "glocal_weights_gcvit_xxtiny.py").write_text(
         f"def weights():\n    return {{'path': {str(ckpt)!r}, 'name': 'glocal-weights-gcvit-xxtiny==1.0'}}\n")
     monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "glocal_weights_gcvit_xxtiny", raising=False)
     model = zoo.create_model("gcvit_xxtiny")
     info = model.glocal_weights
     assert info.source == "package" and info.id == "glocal-weights-gcvit-xxtiny==1.0"
@@ -162,3 +164,4 @@ def test_installed_weights_package_is_found_through_entry_points(tmp_path, monke
     x = torch.randn(1, 3, 224, 224)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), reference(x))
+    sys.modules.pop("glocal_weights_gcvit_xxtiny", None)  # the stand-in must not answer for real packages later
