@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -144,7 +145,7 @@ def received_attention(query: torch.Tensor, key: torch.Tensor, scaling: float,
 
 
 # ---------------------------------------------------------------------------------------------- encoders
-class TokenScorer:
+class TokenScorer(ABC):
     """Taps a vision encoder's object and deep layers; after each forward :meth:`take` returns their scores.
 
     Layers: ``object_layer`` is 1-indexed (the official ``HIPRUNE_OBJECT_LAYER``), ``deep_layer`` a Python index
@@ -181,8 +182,9 @@ class TokenScorer:
         return (self.finish(self._collected(self.object_index), **context),
                 self.finish(self._collected(self.deep_index), **context))
 
-    def finish(self, sums: list[torch.Tensor], **context: Any) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def finish(self, sums: list[torch.Tensor], **context: Any) -> torch.Tensor:
+        """Reduce the recorded per-chunk sums to ``(B, N)`` scores over patch tokens in raster order."""
 
     def remove(self) -> None:
         """Undo the taps: the encoder computes exactly as before."""
