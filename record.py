@@ -34,14 +34,6 @@ def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
-def enum(path: str) -> tuple[Any, ...]:
-    """The allowed values of a field, read from the schema: ``enum("status")``, ``enum("settings.precision")``."""
-    node = schema()
-    for part in path.split("."):
-        node = node["properties"][part]
-    return tuple(node["enum"])
-
-
 # ---------------------------------------------------------------------------------------------------------
 # validation
 
