@@ -3,7 +3,9 @@
 timm's ``GlobalContextVit`` is the model; this file adds the card, the variants and the conversion of
 NVIDIA's 2023 checkpoints (official ``levels.*`` layout, ``nvidia/GCViT`` on the hub) to timm's layout.
 GC ViT bakes its window sizes into the model, so it is built for the resolution it runs at
-(``img_size``); sizes must be multiples of 32.
+(``img_size``); sizes must be multiples of 32. Its attention modules stay timm's ``WindowAttentionGlobal``
+(same parameters and state dict), switched to :class:`WindowAttentionGlobalSdpa`, whose softmax runs through
+``F.scaled_dot_product_attention`` with the relative-position bias as ``attn_mask``.
 """
 
 from __future__ import annotations
@@ -13,21 +15,57 @@ import re
 import timm
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import use_fused_attn
+from timm.models.gcvit import WindowAttentionGlobal
 
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 from glocal.zoo.weights import unwrap_state_dict
 
 
+class WindowAttentionGlobalSdpa(WindowAttentionGlobal):
+    """timm's local-window / global-query attention with fused SDPA (bias as ``attn_mask``), so that flash and
+    memory-efficient kernels apply on GPU; ``fused_attn=False`` runs timm's own manual-softmax forward."""
+
+    fused_attn: bool = True
+
+    def forward(self, x: torch.Tensor, q_global: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.fused_attn:
+            return super().forward(x, q_global)
+        B, N, C = x.shape
+        if self.use_global and q_global is not None:
+            k, v = self.qkv(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            # windows are image-major: each image's global query serves all of its windows (as timm does)
+            q = q_global.repeat_interleave(B // q_global.shape[0], dim=0)
+            q = q.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        else:
+            q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.rel_pos.get_bias().to(q.dtype),
+                                           dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+
+
+def use_sdpa(model: nn.Module, fused: bool | None = None) -> nn.Module:
+    """Switch every timm ``WindowAttentionGlobal`` in ``model`` to :class:`WindowAttentionGlobalSdpa` in place
+    (no parameter changes); ``fused`` defaults to timm's switch (``timm.layers.set_fused_attn``)."""
+    fused = use_fused_attn() if fused is None else fused
+    for module in model.modules():
+        if isinstance(module, WindowAttentionGlobal):
+            module.__class__ = WindowAttentionGlobalSdpa
+            module.fused_attn = fused
+    return model
+
+
 def _build(arch: str, img_size: int = 224, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build timm's GC ViT at ``img_size`` (windows follow the resolution).
+    """Build timm's GC ViT at ``img_size`` (windows follow the resolution), attention on SDPA.
 
     With ``pretrained=True`` timm's own loader reads the weights (``pretrained_cfg_overlay=dict(file=...)`` or
     ``hf_hub_id``/``hf_hub_filename`` for NVIDIA's 2023 files) through :func:`checkpoint_filter_fn`.
     """
     if img_size % 32:
         raise ValueError(f"GC ViT needs an input side that is a multiple of 32 (e.g. 224, 256, 384), got {img_size}")
-    return timm.create_model(arch, pretrained=pretrained, img_size=img_size,
-                             pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    return use_sdpa(timm.create_model(arch, pretrained=pretrained, img_size=img_size,
+                                      pretrained_filter_fn=checkpoint_filter_fn, **kwargs))
 
 
 # Official (NVlabs/GCVit) key -> timm key, applied in order; SE Linear weights become 1x1 convs.
