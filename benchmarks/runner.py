@@ -158,7 +158,7 @@ def _model_cells(name: str, req: RunRequest, methods: list[dict[str, Any] | None
         options = task.check_options(card, variant, given)
         partners = [(variant.name, options)]
         for value in req.compare:
-            for other, extra in task.compare(card, variant, value):
+            for other, extra in task.compare(card, variant, value, options):
                 o_card, o_variant = zoo.resolve(other)
                 partners.append((o_variant.name, task.check_options(o_card, o_variant, {**given, **extra})))
         for model, opts in partners:

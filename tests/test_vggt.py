@@ -304,8 +304,9 @@ def test_multiview_task_cells_and_workload() -> None:
         task.check_options(card, variant, {"height": "50"})
     with pytest.raises(TaskError, match="streaming models only"):
         task.check_options(card, variant, {"chunk": "2"})
-    assert task.compare(card, variant, "vggt") == [("vggt_tiny", {})]
-    assert task.compare(*glocal.zoo.resolve("flashvggt"), "vggt") == [("vggt_1b", {})]
+    # VGGT beside FlashVGGT runs FlashVGGT's heads only, so that the difference is the aggregator
+    assert task.compare(card, variant, "vggt") == [("vggt_tiny", {"heads": "camera+depth"})]
+    assert task.compare(*glocal.zoo.resolve("flashvggt"), "vggt") == [("vggt_1b", {"heads": "camera+depth"})]
 
     class Cell:
         resolution, task_options = 70, {"frames": 3}
@@ -319,6 +320,32 @@ def test_multiview_task_cells_and_workload() -> None:
     from glocal.benchmarks.tasks.multiview import default_height
 
     assert default_height(518) == 392
+
+
+def test_heads_option_keeps_the_same_heads_on_both_sides() -> None:
+    from glocal.benchmarks.tasks import TaskError, get_task
+
+    task = get_task("multiview")
+    vcard, vggt = glocal.zoo.resolve("vggt_tiny")
+    assert task.check_options(vcard, vggt, {"heads": "depth+camera"})["heads"] == "camera+depth"
+    with pytest.raises(TaskError, match="heads are camera\\+point\\+depth\\+track"):
+        task.check_options(vcard, vggt, {"heads": "camera+normals"})
+    fcard, flash = glocal.zoo.resolve("flashvggt_tiny")
+    with pytest.raises(TaskError, match="flashvggt_tiny has heads camera\\+depth; cannot run camera\\+point"):
+        task.check_options(fcard, flash, {"heads": "point+camera"})
+    # VGGT with all its heads cannot be compared with FlashVGGT unless its cells drop point and track
+    with pytest.raises(TaskError, match="no point\\+track head: give --opt heads=camera\\+depth"):
+        task.compare(vcard, vggt, "flashvggt")
+    assert task.compare(vcard, vggt, "flashvggt", {"heads": "camera+depth"}) == [("flashvggt_tiny", {})]
+
+    class Cell:
+        resolution, task_options, weights, device = 56, {"frames": 2, "heads": "camera+depth"}, "random", "cpu"
+
+    model = task.build_model(vcard, vggt, Cell)
+    assert model.point_head is None and model.track_head is None and model.depth_head is not None
+    assert task.workload(model, vcard, vggt, Cell)["heads"] == ["camera", "depth"]
+    with torch.no_grad():
+        assert set(model(torch.rand(2, 3, 56, 56))) == {"pose_enc", "pose_enc_list", "depth", "depth_conf", "images"}
 
 
 def test_checkpoint_files_load_through_the_zoo(tmp_path, tiny_vggt: V.VGGT) -> None:

@@ -176,9 +176,10 @@ class Task:
         """What the cell computes besides params and GMACs (record ``workload``): tokens, attention FLOPs ..."""
         return None
 
-    def compare(self, card: Any, variant: Any, value: str) -> list[tuple[str, dict[str, Any]]]:
-        """``--compare VALUE``: the (model, task options) cells measured beside each cell of this model.
-        By default VALUE names another registered model of the same task."""
+    def compare(self, card: Any, variant: Any, value: str,
+                options: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """``--compare VALUE``: the (model, task options) cells measured beside each cell of this model (whose
+        checked task options are ``options``). By default VALUE names another registered model of the task."""
         from glocal import zoo
 
         other_card, other = zoo.resolve(value)

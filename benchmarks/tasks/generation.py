@@ -124,14 +124,15 @@ class GenerationTask(Task):
     def workload(self, model: torch.nn.Module, card: Any, variant: Any, cell: Any) -> dict[str, Any]:
         return model.generation_workload()
 
-    def compare(self, card: Any, variant: Any, value: str) -> list[tuple[str, dict[str, Any]]]:
+    def compare(self, card: Any, variant: Any, value: str,
+                options: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
         """``--compare dense``: the same model with each dense attention it has; else another model."""
         if value.lower() == "dense":
             dense = [a for a in _attentions(variant) if a in DENSE]
             if not dense:
                 raise TaskError(f"{variant.name} has no dense attention to compare with")
             return [(variant.name, {"attention": a}) for a in dense]
-        return super().compare(card, variant, value)
+        return super().compare(card, variant, value, options)
 
 
 register_task(GenerationTask())

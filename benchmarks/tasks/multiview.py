@@ -3,7 +3,9 @@
 The resolution is the frame width (518 for the 1B models, the official preprocessing's width); the height is
 ``--opt height=H`` or three quarters of the width rounded to a multiple of 14 (518 -> 392, the official 4:3
 input). ``--frames 8,32,100`` sweeps the frame count; ``--compare vggt`` measures VGGT beside each FlashVGGT cell
-(a family name picks the variant of the same size: ``flashvggt_tiny`` is compared with ``vggt_tiny``). The
+(a family name picks the variant of the same size: ``flashvggt_tiny`` is compared with ``vggt_tiny``) with the
+same prediction heads (camera + depth: FlashVGGT has no point or track head), so that the difference is the
+aggregator; ``--opt heads=camera+depth`` sets the heads of every cell (the rest are dropped after loading). The
 record's workload gives tokens, the key/value count of one compressed global layer (dense for VGGT) and the
 aggregator's attention GMACs from :func:`glocal.zoo.models.flashvggt.attention_macs`; the harness counts the
 whole model's GMACs. Streaming models take ``--opt chunk=N`` (frames per chunk).
@@ -31,6 +33,25 @@ from glocal.benchmarks.tasks import (
 )
 
 
+def parse_heads(text: str) -> str:
+    """``depth+camera`` -> ``camera+depth`` (the official head order, the form records keep); unknown names
+    refused."""
+    from glocal.zoo.models.vggt import ALL_HEADS
+
+    names = {h.strip().lower() for h in text.split("+") if h.strip()}
+    unknown = sorted(names - set(ALL_HEADS))
+    if unknown or not names:
+        raise ValueError(f"heads are {'+'.join(ALL_HEADS)} joined by '+', got {text!r}")
+    return "+".join(h for h in ALL_HEADS if h in names)
+
+
+def variant_heads(variant: Any) -> tuple[str, ...]:
+    """The prediction heads a registered variant builds (its ``heads`` config)."""
+    from glocal.zoo.models.vggt import ALL_HEADS
+
+    return tuple(variant.kwargs.get("heads", ALL_HEADS))
+
+
 def default_height(width: int) -> int:
     """Three quarters of the width, rounded (ties to even) to a multiple of 14: 518 -> 392."""
     return max(14, round(width * 3 / 4 / 14) * 14)
@@ -42,6 +63,7 @@ class MultiviewTask(Task):
         "frames": TaskOption(positive_int, default=8, help="frames per forward (sweep with --frames 8,32,100)"),
         "height": TaskOption(positive_int, help="frame height in pixels (default: 3/4 of the width, multiple of 14)"),
         "chunk": TaskOption(positive_int, help="frames per chunk of a streaming model (default: the model's)"),
+        "heads": TaskOption(parse_heads, help="prediction heads to run, e.g. camera+depth (default: the model's)"),
     }
 
     def check_options(self, card: Any, variant: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +72,21 @@ class MultiviewTask(Task):
             raise TaskError(f"--opt height={out['height']}: frame sides must be multiples of 14")
         if out.get("chunk") is not None and not variant.kwargs.get("stream"):
             raise TaskError(f"--opt chunk applies to streaming models only, not {variant.name}")
+        heads = out.get("heads")
+        if heads is not None and not set(heads.split("+")) <= set(variant_heads(variant)):
+            raise TaskError(f"{variant.name} has heads {'+'.join(variant_heads(variant))}; cannot run {heads}")
         return out
+
+    def build_model(self, card: Any, variant: Any, cell: Any) -> torch.nn.Module:
+        """The zoo's model with its weights, then only the cell's heads kept (``--opt heads``)."""
+        model = super().build_model(card, variant, cell)
+        heads = cell.task_options.get("heads")
+        if heads is not None:
+            try:
+                model.keep_heads(tuple(heads.split("+")))
+            except ValueError as e:
+                raise TaskError(str(e)) from None
+        return model
 
     def frame_size(self, cell: Any) -> tuple[int, int]:
         return cell.task_options.get("height") or default_height(cell.resolution), cell.resolution
@@ -77,15 +113,18 @@ class MultiviewTask(Task):
             chunk = cell.task_options.get("chunk") or model.chunk_size
         m = attention_macs(frames, h, w, model.cfg, flash, chunk=chunk,
                            drop=getattr(model, "memory_drop_rate", 1))
-        out = {"frames": frames, "height": h, "width": w, "tokens": m["tokens"], "global_kv": m["global_kv"],
+        out = {"frames": frames, "height": h, "width": w, "heads": list(model.cfg.heads), "tokens": m["tokens"],
+               "global_kv": m["global_kv"],
                "attention_gmacs": m["attention_macs"] / 1e9, "global_attention_gmacs": m["global_macs"] / 1e9,
                "kv_fraction": m["global_kv"] / m["tokens"]}
         if chunk:
             out["chunk"] = chunk
         return out
 
-    def compare(self, card: Any, variant: Any, value: str) -> list[tuple[str, dict[str, Any]]]:
-        """Another multi-view model; a family name picks its variant of the same size (tiny with tiny)."""
+    def compare(self, card: Any, variant: Any, value: str,
+                options: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Another multi-view model with the same heads as this one's cells; a family name picks its variant of
+        the same size (tiny with tiny)."""
         from glocal import zoo
         from glocal.zoo.registry import normalize
 
@@ -95,7 +134,14 @@ class MultiviewTask(Task):
         if normalize(value) == normalize(other_card.family) and variant.name.endswith("_tiny"):
             tiny = [v for v in other_card.variants if v.name.endswith("_tiny") and not v.kwargs.get("stream")]
             other = tiny[0] if tiny else other
-        return [(other.name, {})]
+        given = (options or {}).get("heads")
+        mine = tuple(given.split("+")) if given else variant_heads(variant)
+        theirs = variant_heads(other)
+        if not set(mine) <= set(theirs):
+            common = "+".join(h for h in mine if h in theirs)
+            raise TaskError(f"{other.name} has no {'+'.join(h for h in mine if h not in theirs)} head: give "
+                            f"--opt heads={common or 'camera'} so that both models run the same heads")
+        return [(other.name, {"heads": "+".join(mine)} if mine != theirs else {})]
 
 
 register_task(MultiviewTask())

@@ -53,6 +53,8 @@ from glocal.zoo.models.vggt import (
 )
 from glocal.zoo.registry import ModelCard, PaperMetric, Preprocessing, Variant, WeightSource, register
 
+FLASH_HEADS = ("camera", "depth")  # no point or track head: world points come from depth and cameras
+
 
 @dataclass(frozen=True)
 class FlashConfig:
@@ -251,10 +253,16 @@ class StreamAggregator(FlashAggregator):
 class FlashVGGT(VGGT):
     """FlashVGGT: camera and depth heads; world points by unprojecting depth with the predicted cameras."""
 
-    def __init__(self, cfg: VGGTConfig = VGGTConfig(heads=("camera", "depth")), flash: FlashConfig = FlashConfig(),
+    def __init__(self, cfg: VGGTConfig = VGGTConfig(heads=FLASH_HEADS), flash: FlashConfig = FlashConfig(),
                  aggregator_cls: type[FlashAggregator] = FlashAggregator):
         super().__init__(cfg, aggregator=aggregator_cls(cfg, flash))
         self.flash = flash
+
+    def keep_heads(self, heads: Sequence[str]) -> FlashVGGT:
+        """FlashVGGT needs both of its heads (world points come from depth and cameras)."""
+        if set(heads) != set(FLASH_HEADS):
+            raise ValueError(f"FlashVGGT runs heads {'+'.join(FLASH_HEADS)} only, not {'+'.join(heads) or 'none'}")
+        return self
 
     def add_points(self, predictions: dict, hw: tuple[int, int]) -> dict:
         extrinsics, intrinsics = pose_encoding_to_extri_intri(predictions["pose_enc"], hw)
@@ -274,7 +282,7 @@ class FlashVGGT(VGGT):
 class FlashVGGTStream(FlashVGGT):
     """Streaming FlashVGGT: chunks of frames, per-layer descriptor caches, camera head once at the end."""
 
-    def __init__(self, cfg: VGGTConfig = VGGTConfig(heads=("camera", "depth")), flash: FlashConfig = FlashConfig(),
+    def __init__(self, cfg: VGGTConfig = VGGTConfig(heads=FLASH_HEADS), flash: FlashConfig = FlashConfig(),
                  chunk_size: int = 12, memory_drop_rate: int = 1):
         super().__init__(cfg, flash, aggregator_cls=StreamAggregator)
         self.chunk_size, self.memory_drop_rate = chunk_size, memory_drop_rate
@@ -378,10 +386,10 @@ FLASH_TINY = FlashConfig(kv_downfactor=2, keyframe_every=4, compressed=(1, 2))
 
 
 def build_flashvggt(config: str = "1b", stream: bool = False, flash: FlashConfig | None = None,
-                    **overrides) -> nn.Module:
+                    heads: tuple[str, ...] = FLASH_HEADS, **overrides) -> nn.Module:
     """``config`` "1b" or "tiny"; ``flash`` replaces the descriptor settings; ``overrides`` the VGGT config."""
     base = {"1b": VGGTConfig(), "tiny": TINY}[config]
-    cfg = replace(base, heads=("camera", "depth"), **overrides)
+    cfg = replace(base, heads=heads, **overrides)
     flash = flash or {"1b": FlashConfig(), "tiny": FLASH_TINY}[config]
     return (FlashVGGTStream(cfg, flash) if stream else FlashVGGT(cfg, flash)).eval()
 
@@ -401,7 +409,8 @@ def _variant(name: str, config: str, stream: bool, filename: str | None, notes: 
     weights = (WeightSource(description=f"ZipW/FlashVGGT {filename} (state dict, possibly under 'model')",
                             hf_hub_id="ZipW/FlashVGGT", filename=filename),) if filename else ()
     side = 518 if config == "1b" else 56
-    return Variant(name=name, builder=build_flashvggt, kwargs={"config": config, "stream": stream},
+    return Variant(name=name, builder=build_flashvggt,
+                   kwargs={"config": config, "stream": stream, "heads": FLASH_HEADS},
                    preprocessing=replace(_PREP, input_size=(3, 392, 518) if config == "1b" else (3, 56, 56)),
                    weights=weights, paper_metrics=tuple(metrics),
                    params=1_157_941_492 if config == "1b" else None, resolution_multiple=PATCH,

@@ -44,6 +44,9 @@ class VGGTInputError(ValueError):
 # --------------------------------------------------------------------------------------------- configuration
 
 
+ALL_HEADS = ("camera", "point", "depth", "track")  # the official order of the prediction heads
+
+
 @dataclass(frozen=True)
 class VGGTConfig:
     """Shapes of one VGGT build (the 1B defaults are the official class defaults)."""
@@ -65,7 +68,7 @@ class VGGTConfig:
     track_depth: int = 6
     track_virtual: int = 64
     track_levels: int = 7  # correlation pyramid levels; the feature map needs >= 2^(levels-1) pixels per side
-    heads: tuple[str, ...] = ("camera", "point", "depth", "track")
+    heads: tuple[str, ...] = ALL_HEADS
 
     @property
     def grid(self) -> int:
@@ -724,6 +727,19 @@ class VGGT(nn.Module):
         self.depth_head = dpt(output_dim=2, activation="exp") if "depth" in cfg.heads else None
         self.track_head = TrackHead(cfg) if "track" in cfg.heads else None
 
+    def keep_heads(self, heads: Sequence[str]) -> VGGT:
+        """Drop every head not in ``heads`` (in place, after loading weights), so that models with different head
+        sets can be timed on the same work; asking for a head the model lacks raises ValueError."""
+        missing = [h for h in heads if h not in self.cfg.heads]
+        if missing or not heads:
+            raise ValueError(f"{type(self).__name__} has heads {'+'.join(self.cfg.heads)}; cannot keep "
+                             f"{'+'.join(heads) or 'none'}")
+        for name in self.cfg.heads:
+            if name not in heads:
+                setattr(self, f"{name}_head", None)
+        self.cfg = replace(self.cfg, heads=tuple(h for h in self.cfg.heads if h in heads))
+        return self
+
     def head_inputs(self, tokens_list: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
         """Layer outputs in the heads' precision (float32 unless the whole model was cast)."""
         dtype = self.aggregator.camera_token.dtype
@@ -857,12 +873,12 @@ CARD = register(ModelCard(
     description="Alternating frame and global attention over the DINOv2 tokens of all frames; cameras, depth, "
                 "point maps and tracks in one forward pass.",
     variants=(
-        Variant(name="vggt_1b", builder=build_vggt, kwargs={"config": "1b"}, preprocessing=_PREP,
+        Variant(name="vggt_1b", builder=build_vggt, kwargs={"config": "1b", "heads": ALL_HEADS}, preprocessing=_PREP,
                 weights=(WeightSource(description="facebook/VGGT-1B (flat state dict, strict)",
                                       hf_hub_id="facebook/VGGT-1B", filename="model.pt"),),
                 paper_metrics=PAPER_RUNTIME, params=1_256_537_516, resolution_multiple=PATCH, resolutions=(518,),
                 notes="Input [S, 3, H, W] in [0, 1]; the official preprocessing makes the width 518."),
-        Variant(name="vggt_tiny", builder=build_vggt, kwargs={"config": "tiny"},
+        Variant(name="vggt_tiny", builder=build_vggt, kwargs={"config": "tiny", "heads": ALL_HEADS},
                 preprocessing=replace(_PREP, input_size=(3, 56, 56)), resolution_multiple=PATCH, resolutions=(56,),
                 notes="Random-weight tiny shapes for CPU tests."),
     ),
