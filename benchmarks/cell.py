@@ -167,9 +167,14 @@ def build(cell: Cell) -> torch.nn.Module:
         cell.enter("method")
         model = apply_method(model, cell.card, cell.variant, spec.method)
         model.glocal_weights = info
+    record_backends(cell, model)
+    return model
+
+
+def record_backends(cell: Cell, model: torch.nn.Module) -> None:
+    """``settings.backends``: the kernels the model reports (after the passes: what ``auto`` chose by measuring)."""
     if callable(getattr(model, "glocal_backends", None)):
         cell.record["settings"]["backends"] = dict(model.glocal_backends())
-    return model
 
 
 def measure_compute(cell: Cell, model: torch.nn.Module) -> None:
@@ -351,6 +356,7 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
         runner, forward = compile_model(cell, model, inputs)
         if spec.measure:
             measure_passes(cell, forward)
+            record_backends(cell, model)
             if reference is not None:
                 check_precision(cell, forward, reference, inputs)
                 del reference

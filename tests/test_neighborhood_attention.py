@@ -222,6 +222,44 @@ def test_auto_on_cuda_prefers_natten_when_it_supports_the_call(monkeypatch: pyte
     assert na.resolve_backend("auto", "cpu", with_rpb=False) == "blocked"
 
 
+def test_auto_runs_the_fastest_measured_candidate_and_caches_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    na.set_auto_measure(True)  # clears the process-wide choices
+    measured = []
+
+    def fake_time(name: str, args: tuple) -> float:
+        measured.append(name)
+        return {"blocked": 2.0, "reference": 1.0}[name]
+
+    monkeypatch.setattr(na, "_time_backend", fake_time)
+    q, k, v, rpb = _qkv(1, 2, 8, 8, 4, 3)
+    assert na.auto_candidates(q, v, 3, with_rpb=True) == ("blocked", "reference")
+    assert na.auto_backend(q, k, v, rpb, 3, 1) == "reference"
+    assert na.auto_backend(q, k, v, rpb, 3, 1) == "reference" and measured == ["blocked", "reference"]  # cached
+    assert na.auto_backend(q, k, v, rpb, 3, 2) == "reference" and len(measured) == 4  # another signature
+    core = na.NeighborhoodAttentionCore(3).eval()
+    with torch.no_grad():
+        out = core(q, k, v, rpb)
+    assert core.last_backend == "reference" and len(measured) == 4
+    torch.testing.assert_close(out, na2d(q, k, v, rpb, 3, 1, backend="blocked"), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(na, "REFERENCE_AUTO_MAX_BYTES", 0)  # the gather reference only where its gather is small
+    assert na.auto_candidates(q, v, 3, with_rpb=True) == ("blocked",)
+    na.set_auto_measure(False)  # the rule, no measuring
+    assert na.auto_backend(q, k, v, rpb, 3, 1) == "blocked" and len(measured) == 4
+    na.set_auto_measure(True)
+
+
+def test_auto_applies_the_rule_where_nothing_can_be_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    na.set_auto_measure(True)
+    monkeypatch.setattr(na, "_time_backend", lambda name, args: {"blocked": 2.0, "reference": 1.0}[name])
+    q, k, v, rpb = _qkv(1, 2, 8, 8, 4, 3)
+    with FlopCounterMode(display=False):
+        assert na.auto_backend(q, k, v, rpb, 3, 1) == "blocked"  # a FLOP count: the rule, nothing cached
+    assert na.auto_backend(q, k, v, rpb, 3, 1) == "reference"
+    na.set_auto_measure(True)
+
+
 def test_eager_flex_refuses_maps_whose_scores_cannot_fit(monkeypatch: pytest.MonkeyPatch) -> None:
     q, k, v, rpb = _qkv(1, 2, 8, 8, 4, 3)
     monkeypatch.setattr(na, "EAGER_FLEX_MAX_BYTES", 2 * 2 * 64 * 64 * 4 - 1)  # one byte short of [1, 2, 64, 64] x2

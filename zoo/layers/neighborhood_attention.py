@@ -31,8 +31,13 @@ Backends (``backend=``):
 * ``natten``: the NATTEN package when importable (imported lazily). NATTEN 0.14-0.17 have unfused ops with
   RPB (``natten2dqkrpb``/``natten2dav`` or ``na2d_qk(rpb=)``/``na2d_av``); NATTEN >= 0.20 removed RPB, so it
   is used there only without RPB (``natten.na2d``, heads-last layout).
-* ``auto``: ``natten`` on CUDA when it supports the call, else ``flex`` on CUDA; ``blocked`` on CPU and
-  other devices (the fastest correct CPU backend in the microbenchmark).
+* ``auto``: chosen by measurement on the device present, once per call signature (device, dtype, shapes,
+  kernel, dilation, RPB, dropout) and cached for the process: the candidates (:func:`auto_candidates`: on CUDA
+  ``natten`` when it supports the call, ``flex`` when it runs compiled, and ``blocked``; on a CPU ``blocked``
+  and, where its gather is small, ``reference``) each run once to warm up and three times timed, on the call's
+  own tensors, and the fastest wins. Where measuring is impossible (inside ``torch.compile`` tracing, CUDA-graph
+  capture or a FLOP count) or switched off (:func:`set_auto_measure`, ``GLOCAL_NA_AUTO=rule``), the rule of
+  :func:`resolve_backend` applies: ``natten`` > ``flex`` on CUDA, ``blocked`` elsewhere.
 """
 
 from __future__ import annotations
@@ -52,9 +57,10 @@ from timm.layers import trunc_normal_
 from timm.models import register_notrace_function, register_notrace_module
 
 __all__ = [
-    "BACKENDS", "NeighborhoodAttention2D", "NeighborhoodAttentionCore", "NeighborhoodAttentionError", "axis_windows",
-    "flex_compile_enabled", "na2d", "na2d_blocked", "na2d_macs", "na2d_script", "natten_available",
-    "natten_supports", "pad_to_window", "resolve_backend", "rpb_for_call", "set_flex_compile",
+    "BACKENDS", "NeighborhoodAttention2D", "NeighborhoodAttentionCore", "NeighborhoodAttentionError", "auto_backend",
+    "auto_candidates", "axis_windows", "flex_compile_enabled", "na2d", "na2d_blocked", "na2d_macs", "na2d_script",
+    "natten_available",
+    "natten_supports", "pad_to_window", "resolve_backend", "rpb_for_call", "set_auto_measure", "set_flex_compile",
 ]
 
 BACKENDS = ("auto", "reference", "blocked", "flex", "natten")
@@ -516,6 +522,86 @@ def resolve_backend(backend: str, device: torch.device | str, with_rpb: bool = T
     return "blocked"
 
 
+_AUTO: dict[str, Any] = {"measure": os.environ.get("GLOCAL_NA_AUTO", "measure") != "rule", "choices": {}}
+AUTO_REPEATS = 3  # timed calls per candidate (after one warm-up call); the median decides
+REFERENCE_AUTO_MAX_BYTES = 64 << 20  # the gather reference is a CPU candidate only below this gathered size
+
+
+def set_auto_measure(enabled: bool) -> None:
+    """Let ``auto`` measure the candidates (default) or apply :func:`resolve_backend`'s rule; clears the cache."""
+    _AUTO["measure"] = bool(enabled)
+    _AUTO["choices"].clear()
+
+
+def auto_candidates(q: torch.Tensor, v: torch.Tensor, kernel_size: int, with_rpb: bool,
+                    dropout_p: float = 0.0) -> tuple[str, ...]:
+    """The backends ``auto`` measures for a call: on CUDA natten (when it supports the call), compiled flex
+    (not with dropout) and blocked; elsewhere blocked, plus the gather reference when its gather is small."""
+    if q.device.type == "cuda":
+        names = ["natten"] if natten_supports(with_rpb) and not (dropout_p > 0 and not _rpb_natten()) else []
+        if flex_compile_enabled() and dropout_p == 0:
+            names.append("flex")
+        return (*names, "blocked")
+    gathered = q.shape[0] * q.shape[1] * q.shape[2] * q.shape[3] * kernel_size ** 2 * (q.shape[-1] + v.shape[-1])
+    small = gathered * q.element_size() <= REFERENCE_AUTO_MAX_BYTES
+    return ("blocked", "reference") if small else ("blocked",)
+
+
+def _rpb_natten() -> bool:
+    api = _natten_api()
+    return api is not None and api["rpb_ops"] is not None
+
+
+def _time_backend(name: str, args: tuple) -> float:
+    """Median seconds of ``AUTO_REPEATS`` calls of backend ``name`` after one warm-up call (device-synchronised)."""
+    import time
+
+    q = args[0]
+    sync = torch.cuda.synchronize if q.device.type == "cuda" else (lambda: None)
+    _IMPLS[name](*args)
+    times = []
+    for _ in range(AUTO_REPEATS):
+        sync()
+        t0 = time.perf_counter()
+        _IMPLS[name](*args)
+        sync()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def _cannot_measure(q: torch.Tensor) -> bool:
+    """Inside torch.compile tracing, CUDA-graph capture or a dispatch mode (FLOP counting) nothing is timed."""
+    if torch.compiler.is_compiling() or _counting():
+        return True
+    return q.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def auto_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None, kernel_size: int,
+                 dilation: int, dropout_p: float = 0.0) -> str:
+    """The backend ``auto`` runs for this call: the measured fastest candidate (cached per call signature), or
+    :func:`resolve_backend`'s rule where measuring is switched off or impossible."""
+    key = (str(q.device), q.dtype, tuple(q.shape), v.shape[-1], kernel_size, dilation, rpb is not None,
+           dropout_p > 0)
+    choice = _AUTO["choices"].get(key)
+    if choice is not None:
+        return choice
+    if not _AUTO["measure"] or _cannot_measure(q):
+        name = resolve_backend("auto", q.device, rpb is not None)
+        return "blocked" if name == "flex" and dropout_p > 0 else name  # flex has no attention dropout
+    candidates = auto_candidates(q, v, kernel_size, rpb is not None, dropout_p)
+    times: dict[str, float] = {}
+    with torch.no_grad():
+        args = (q.detach(), k.detach(), v.detach(), None if rpb is None else rpb.detach(), kernel_size, dilation, 0.0)
+        for name in candidates if len(candidates) > 1 else ():
+            try:
+                times[name] = _time_backend(name, args)
+            except (RuntimeError, NeighborhoodAttentionError):  # e.g. out of memory, or an unsupported call
+                continue
+    choice = min(times, key=times.__getitem__) if times else candidates[-1]
+    _AUTO["choices"][key] = choice
+    return choice
+
+
 def _counting() -> bool:
     """True inside a Python dispatch mode (e.g. FlopCounterMode), which FlexAttention cannot run under."""
     try:
@@ -543,7 +629,10 @@ def na2d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | 
         raise NeighborhoodAttentionError(
             f"rpb must be [heads, 2k-1, 2k-1] = {[q.shape[1], 2 * kernel_size - 1, 2 * kernel_size - 1]}, "
             f"got {list(rpb.shape)}")
-    name = resolve_backend(backend, q.device, rpb is not None)
+    if backend == "auto":
+        name = auto_backend(q, k, v, rpb, kernel_size, dilation, dropout_p)
+    else:
+        name = resolve_backend(backend, q.device, rpb is not None)
     if name in ("flex", "natten") and _counting():
         name = "blocked"  # FlexAttention (also inside NATTEN >= 0.20) cannot run under FlopCounterMode; the
         # MAC count comes from na2d_macs either way
@@ -591,7 +680,10 @@ class NeighborhoodAttentionCore(nn.Module):
     @torch.jit.unused
     def _dispatch(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None,
                   dropout_p: float) -> torch.Tensor:
-        name = self.backend_for(q.device, rpb is not None)
+        if self.backend == "auto":
+            name = auto_backend(q, k, v, rpb, self.kernel_size, self.dilation, dropout_p)
+        else:
+            name = self.backend_for(q.device, rpb is not None)
         self.last_backend = name
         return na2d(q, k, v, rpb, self.kernel_size, self.dilation, backend=name, dropout_p=dropout_p)
 

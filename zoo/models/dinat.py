@@ -206,13 +206,15 @@ class DiNAT(nn.Module):
         resolve_backend(backend, "cpu")  # validates the name
         for m in self.modules():
             if isinstance(m, NeighborhoodAttention2D):
-                m.core.backend = backend
+                m.core.backend, m.core.last_backend = backend, None
 
     @torch.jit.ignore
     def glocal_backends(self) -> dict[str, str]:
-        """The neighborhood-attention kernel this model runs with on its current device (recorded in results)."""
+        """The neighborhood-attention kernels this model ran with (``auto``: what it measured), else the ones it
+        would run with on its current device (recorded in results)."""
         device = next(self.parameters()).device
-        names = {m.backend_for(device) for m in self.modules() if isinstance(m, NeighborhoodAttention2D)}
+        names = {m.core.last_backend or m.backend_for(device) for m in self.modules()
+                 if isinstance(m, NeighborhoodAttention2D)}
         return {"neighborhood_attention": "+".join(sorted(names))}
 
     def check_input(self, x: torch.Tensor) -> torch.Tensor:
