@@ -66,12 +66,16 @@ class RunRequest:
     timeout: float | None = None
 
 
-def check_device(device: str) -> torch.device:
+def check_device(device: str, here: bool = True) -> torch.device:
+    """The device a request names; ``here``: the cells run on this machine, so it must have that device (a sweep
+    listed with ``--dry-run`` or sent to Ray/Slurm runs elsewhere: only the name is checked)."""
     try:
         dev = torch.device(device)
     except RuntimeError as e:
         raise RunError(f"unknown device {device!r} (use cpu, cuda, cuda:N)") from e
     if dev.type == "cuda":
+        if not here:
+            return dev
         if not torch.cuda.is_available():
             raise RunError(f"device {device!r} requested but CUDA is not available here")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -200,13 +204,14 @@ def _datasets(model: str, req: RunRequest, task: Any, notes: list[str]) -> list[
     return []
 
 
-def plan(req: RunRequest) -> tuple[list[CellSpec], list[str]]:
-    """Validate the request and expand it into cells; also return notes on what is not measured."""
+def plan(req: RunRequest, here: bool = True) -> tuple[list[CellSpec], list[str]]:
+    """Validate the request and expand it into cells; also return notes on what is not measured. ``here``: the
+    cells run on this machine (see :func:`check_device`)."""
     from glocal import zoo
     from glocal.benchmarks.tasks import get_task
     from glocal.zoo.weights import CheckpointError
 
-    dev = check_device(req.device)
+    dev = check_device(req.device, here)
     if req.cuda_graphs and dev.type != "cuda":
         raise RunError("--cuda-graphs needs a CUDA device (--device cuda)")
     for p in req.precisions:

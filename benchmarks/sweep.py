@@ -132,12 +132,13 @@ def _stop_rule(given: dict[str, Any]) -> dict[str, Any] | None:
     return rule
 
 
-def plan_sweep(sweep: Sweep) -> tuple[list[CellSpec], list[str]]:
-    """Every cell of the sweep, validated up front (nothing runs on bad input)."""
+def plan_sweep(sweep: Sweep, dry_run: bool = False) -> tuple[list[CellSpec], list[str]]:
+    """Every cell of the sweep, validated up front (nothing runs on bad input). Devices must exist here only
+    when the cells run here (local launcher, not a dry run): a Slurm GPU sweep is planned on a login node."""
     cells: list[CellSpec] = []
     notes: list[str] = []
     for req in sweep.requests:
-        c, n = plan(req)
+        c, n = plan(req, here=sweep.launcher == "local" and not dry_run)
         cells += c
         notes += [x for x in n if x not in notes]
     return cells, notes

@@ -99,3 +99,20 @@ def test_missing_engine_names_the_extra(tmp_path, monkeypatch, store_path):
         res = sweep(tmp_path, f"models: [gcvit_xxtiny]\nresolutions: [32]\nlauncher: {{name: {name}}}\n")
         assert res.exit_code == 2 and extra in res.stderr, res.output
     assert not store_path.exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the behaviour without CUDA")
+def test_a_gpu_sweep_is_listed_without_a_gpu_but_not_run_here(tmp_path):
+    """A Slurm/Ray GPU sweep is prepared on a machine without CUDA: --dry-run lists its cells (only the device
+    name is checked); running it with the local launcher is refused with one line."""
+    grid = "models: [gcvit_xxtiny]\ndevices: [cuda]\nprecisions: [bf16]\nbatch_sizes: [1]\nresolutions: [64]\n" \
+           "cuda_graphs: true\n"
+    listed = sweep(tmp_path, grid, "--dry-run")
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.split()[:6] == ["bench", "run", "--model", "gcvit_xxtiny", "--device", "cuda"]
+    assert "--cuda-graphs" in listed.stdout
+    refused = sweep(tmp_path, grid)
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == "error: device 'cuda' requested but CUDA is not available here"
+    bad = sweep(tmp_path, grid.replace("cuda]", "tpu]"), "--dry-run")
+    assert bad.exit_code == 2 and "unknown device 'tpu'" in bad.stderr

@@ -30,7 +30,7 @@ def sweep(
 
     with errors_as_one_line():
         spec = parse_sweep(read_sweep_file(file))
-        cells, notes = plan_sweep(spec)
+        cells, notes = plan_sweep(spec, dry_run=dry_run)
         launcher = get_launcher(spec.launcher, **spec.launcher_options)
         target = ResultStore(store)
         target.check_writable()
