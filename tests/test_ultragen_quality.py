@@ -212,6 +212,14 @@ def test_video_evaluator_refuses_bad_input_before_writing(wan_folder, weights_fi
         with pytest.raises(TaskError, match=message):
             run(options, model)
         assert not (tmp_path / "out").exists()
+    gen.write_video_frames(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), tmp_path / "odd")
+    gen.write_video_frames(torch.zeros(1, 3, 8, 16, dtype=torch.uint8), tmp_path / "odd2")
+    (tmp_path / "odd2" / "0000.png").rename(tmp_path / "odd" / "0002.png")
+    with pytest.raises(TaskError, match=r"odd: frames of different sizes$"):
+        gen.read_video_frames(tmp_path / "odd")
+    (tmp_path / "odd" / "0003.png").write_bytes(b"not a png")
+    with pytest.raises(TaskError, match=r"odd: unreadable frame \("):
+        gen.read_video_frames(tmp_path / "odd")
 
 
 def test_i3d_and_lpips_loaders(tmp_path) -> None:

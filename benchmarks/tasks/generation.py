@@ -266,7 +266,12 @@ def read_video_frames(folder: Path) -> torch.Tensor:
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         raise TaskError(f"{folder} holds no frames (PNG or JPEG files)")
-    return _images_to_tensor([Image.open(f) for f in files])
+    try:
+        return _images_to_tensor([Image.open(f) for f in files])
+    except OSError as e:
+        raise TaskError(f"{folder}: unreadable frame ({str(e).splitlines()[0]})") from None
+    except RuntimeError:
+        raise TaskError(f"{folder}: frames of different sizes") from None
 
 
 def _reference_videos(path: Path) -> list[Path]:

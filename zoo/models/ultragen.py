@@ -692,12 +692,10 @@ def make_wan_pipeline(model: UltraGenVideo, path: str | Path, device: torch.devi
     """:class:`UltraGenPipeline` from a local diffusers Wan folder (nothing downloaded): the model's transformer
     replaces the folder's, the VAE stays in float32 (tiled decoding, as released), the text encoder takes
     ``dtype``; ``flow_shift`` replaces the scheduler's (5, as the released DiffSynth sampler; None keeps it)."""
-    from diffusers import WanPipeline
-
     path = Path(path).expanduser()
     _check_wan_folder(path)
     try:
-        pipe = WanPipeline.from_pretrained(str(path), transformer=model.transformer, local_files_only=True,
+        pipe = _diffusers().WanPipeline.from_pretrained(str(path), transformer=model.transformer, local_files_only=True,
                                            dtype={"vae": torch.float32, "default": dtype})
     except (OSError, ValueError) as e:
         raise UltraGenPipelineError(f"cannot load the Wan pipeline in {path}: {str(e).strip().splitlines()[0]}") \
