@@ -95,6 +95,10 @@ def test_make_pipeline_generates_seeded_videos_as_wan_pipeline_does(wan_folder) 
     # another frame count reconfigures the UltraGen attention (9 frames: a 3-frame latent grid)
     assert generate("a dog", side=SIDE, seed=0, frames=9, steps=1).shape == (9, 3, SIDE, SIDE)
     assert model.setting["grid"] == (3, 4, 4) and model.frames == 9
+    # the attention the cell configured is kept: dense Wan on the same weights (--compare dense) is another video
+    model.configure(SIDE, attention="dense-sdpa", frames=FRAMES)
+    dense = generate("a red cat", side=SIDE, seed=3, frames=FRAMES, steps=1)
+    assert model.setting["attention"] == "dense-sdpa" and float((dense - video).abs().max()) > 0.05
 
 
 def test_make_pipeline_refuses_bad_folders_in_one_line(wan_folder, tmp_path) -> None:
