@@ -21,7 +21,8 @@ def test_frame_clip_scores_and_temporal_consistency():
 
     video = torch.full((3, 3, 40, 64), 0.5)
     video[1, 0] = 0.9  # a redder frame
-    scores = vq.frame_clip_scores(video, "a red frame", MeanColour(), lambda texts: texts, size=32)
+    scores = vq.frame_clip_scores(video, "a red frame", MeanColour(), lambda texts: torch.zeros(len(texts), 4),
+                                  size=32)  # token ids (one row per text), as open_clip's tokenizers return
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073])
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711])
     for i, colour in ((0, torch.tensor([0.5, 0.5, 0.5])), (1, torch.tensor([0.9, 0.5, 0.5]))):

@@ -7,22 +7,33 @@ video loses under 2^k downsampling (k = 3, 4, 5): higher means more detail, but 
 high too, so they are only meaningful beside HD-FVD and CLIP (the paper reports them as higher-is-better).
 The paper does not state its resampling filters; here downsampling is antialiased bilinear and upsampling
 bilinear.
+
+The loaders at the end (:func:`open_clip_frames`, :func:`lpips_distance`, :func:`i3d_extractor`) build those
+extractors from files the user gives; a missing or unreadable file is one :class:`VideoQualityError` line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 HD_SCALES = (3, 4, 5)  # 2^k downsampling factors of HD-MSE / HD-LPIPS
 I3D_SIZE = 224  # HD-FVD: native-resolution patches of the I3D input size
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation (open_clip's default)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+LPIPS_KINDS = ("torchscript", "alex", "vgg", "squeeze")
+I3D_KINDS = ("styleganv", "torchscript")
 
 
-def preprocess_frames(video: torch.Tensor, size: int = 224,
-                      mean: Sequence[float] = (0.48145466, 0.4578275, 0.40821073),
-                      std: Sequence[float] = (0.26862954, 0.26130258, 0.27577711)) -> torch.Tensor:
+class VideoQualityError(ValueError):
+    """A feature-extractor file or kind that cannot be used (one line)."""
+
+
+def preprocess_frames(video: torch.Tensor, size: int = 224, mean: Sequence[float] = CLIP_MEAN,
+                      std: Sequence[float] = CLIP_STD) -> torch.Tensor:
     """CLIP preprocessing of (T, 3, H, W) frames: short side to ``size`` (bicubic), centre crop, normalise."""
     _, _, h, w = video.shape
     scale = size / min(h, w)
@@ -33,14 +44,32 @@ def preprocess_frames(video: torch.Tensor, size: int = 224,
     return (frames - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
+class FrameClip:
+    """Per-frame CLIP scores (raw cosine with the prompt) and image embeddings of a video, from an open_clip-style
+    model (``encode_image``, ``encode_text``) and its tokenizer; frames go through :func:`preprocess_frames`."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Callable[[list[str]], torch.Tensor], size: int = 224,
+                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
+                 device: torch.device | str = "cpu", batch: int = 16) -> None:
+        self.model, self.tokenizer, self.size, self.mean, self.std = model, tokenizer, size, mean, std
+        self.device, self.batch = torch.device(device), batch
+
+    @torch.no_grad()
+    def __call__(self, video: torch.Tensor, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores (T,), embeddings (T, D)), both float on the CPU."""
+        from glocal.benchmarks.metrics.generation import clip_score
+
+        emb = torch.cat([self.model.encode_image(preprocess_frames(chunk, self.size, self.mean, self.std)
+                                                 .to(self.device)).float() for chunk in video.split(self.batch)])
+        text = self.model.encode_text(self.tokenizer([prompt]).to(self.device))  # once, for every frame
+        scores = clip_score(emb, [prompt] * video.shape[0], lambda e: e, lambda texts: text.expand(len(texts), -1))
+        return scores.cpu(), emb.cpu()
+
+
 def frame_clip_scores(video: torch.Tensor, prompt: str, model: torch.nn.Module,
                       tokenizer: Callable[[list[str]], torch.Tensor], size: int = 224) -> torch.Tensor:
     """CLIP score of every frame against the prompt (raw cosine), with an open_clip model and its tokenizer."""
-    from glocal.benchmarks.metrics.generation import clip_score
-
-    with torch.no_grad():
-        return clip_score(preprocess_frames(video, size), [prompt] * video.shape[0], model.encode_image,
-                          lambda texts: model.encode_text(tokenizer(list(texts))))
+    return FrameClip(model, tokenizer, size)(video, prompt)[0]
 
 
 def temporal_consistency(frame_embeddings: torch.Tensor) -> float:
@@ -84,11 +113,105 @@ def video_patches(video: torch.Tensor, size: int = I3D_SIZE) -> torch.Tensor:
         raise ValueError(str(e)) from None
 
 
+def patch_features(video: torch.Tensor, extractor: Callable[[torch.Tensor], torch.Tensor],
+                   size: int = I3D_SIZE) -> torch.Tensor:
+    """The extractor's features (P, D) of one video's native-resolution ``size`` patches (one clip per position)."""
+    return extractor(video_patches(video, size)).float().cpu()
+
+
 def hd_fvd(real: Sequence[torch.Tensor], generated: Sequence[torch.Tensor],
            extractor: Callable[[torch.Tensor], torch.Tensor], size: int = I3D_SIZE) -> float:
     """HD-FVD: FVD between the I3D features of native-resolution patches of real and generated videos.
     ``extractor`` maps a batch of clips (P, T, 3, size, size) in [0, 1] to (P, D) features (the user's I3D)."""
     from glocal.benchmarks.metrics.generation import frechet_distance
 
-    feats = [torch.cat([extractor(video_patches(v, size)) for v in videos]) for videos in (real, generated)]
+    feats = [torch.cat([patch_features(v, extractor, size) for v in videos]) for videos in (real, generated)]
     return frechet_distance(feats[0], feats[1])
+
+
+# --------------------------------------------------------------------------------- extractors from user files
+def _existing(path: str | Path, what: str, option: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise VideoQualityError(f"{what} not found: {path} (give {option}=KIND:PATH)")
+    return path
+
+
+def _torchscript(path: Path, device: torch.device | str, what: str) -> torch.jit.ScriptModule:
+    """A TorchScript archive (code and tensors, no pickled Python objects), in eval mode on ``device``."""
+    try:
+        return torch.jit.load(str(path), map_location=device).eval()
+    except Exception as e:  # noqa: BLE001 - torch.jit.load raises RuntimeError, ValueError ... for a bad archive
+        raise VideoQualityError(f"{what} {path} is not a TorchScript file: "
+                                f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+
+
+def open_clip_frames(arch: str, checkpoint: str | Path, device: torch.device | str = "cpu") -> FrameClip:
+    """:class:`FrameClip` on an open_clip architecture and a local checkpoint file (the model's own input size
+    and normalisation)."""
+    import open_clip
+
+    path = _existing(checkpoint, "CLIP checkpoint", "clip")
+    model = open_clip.create_model(arch, pretrained=str(path), device=device).eval()
+    size = model.visual.image_size
+    return FrameClip(model, open_clip.get_tokenizer(arch), size if isinstance(size, int) else size[0],
+                     model.visual.image_mean or CLIP_MEAN, model.visual.image_std or CLIP_STD, device)
+
+
+def lpips_distance(kind: str, path: str | Path, device: torch.device | str = "cpu",
+                   batch: int = 8) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """An LPIPS distance for :func:`hd_lpips` (two (N, 3, H, W) batches in [-1, 1] -> (N,) distances):
+    ``torchscript:FILE`` (a TorchScript module called as ``module(a, b)``, e.g. a traced ``lpips.LPIPS``), or
+    ``alex|vgg|squeeze:FILE`` through the ``lpips`` package (its bundled linear layers) with the torchvision
+    backbone weights in FILE (e.g. ``alexnet-owt-7be5be79.pth``), so nothing is downloaded."""
+    if kind not in LPIPS_KINDS:
+        raise VideoQualityError(f"unknown LPIPS kind {kind!r}; expected one of {', '.join(LPIPS_KINDS)}")
+    path = _existing(path, "LPIPS weights file", "lpips")
+    net = _torchscript(path, device, "LPIPS") if kind == "torchscript" else _lpips_package(kind, path, device)
+
+    @torch.no_grad()
+    def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.cat([net(x.to(device), y.to(device)).reshape(x.shape[0], -1).mean(1).float().cpu()
+                          for x, y in zip(a.split(batch), b.split(batch), strict=True)])
+
+    return distance
+
+
+def _lpips_package(kind: str, path: Path, device: torch.device | str) -> torch.nn.Module:
+    """``lpips.LPIPS`` with a random backbone (no download) whose layers then load the torchvision weights file
+    strictly (``features.<i>.*`` -> ``net.slice<k>.<i>.*``)."""
+    try:
+        import lpips
+    except ImportError:
+        raise VideoQualityError(f"lpips={kind}:PATH needs the lpips package: pip install lpips (or give "
+                                "lpips=torchscript:PATH)") from None
+    from glocal.zoo.weights import read_checkpoint
+
+    net = lpips.LPIPS(net=kind, pretrained=True, pnet_rand=True, verbose=False)
+    names = {k.split(".", 2)[1] + "." + k.split(".", 2)[2]: k for k in net.net.state_dict()}  # "<i>.weight" -> key
+    state = {names.get(k.removeprefix("features."), k): v for k, v in read_checkpoint(path).items()
+             if k.startswith("features.")}
+    try:
+        net.net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise VideoQualityError(f"{path} is not a torchvision {kind} backbone: {str(e).splitlines()[0]}") from None
+    return net.to(device).eval()
+
+
+def i3d_extractor(kind: str, path: str | Path, device: torch.device | str = "cpu",
+                  batch: int = 4) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An I3D feature extractor for :func:`hd_fvd` from a TorchScript file: clips (P, T, 3, S, S) in [0, 1] are
+    fed as (P, 3, T, S, S) in [-1, 1]; ``styleganv`` is StyleGAN-V's ``i3d_torchscript.pt`` (called with
+    ``rescale=False, resize=False, return_features=True``: 400-d features, as FVD uses it), ``torchscript`` any
+    module called as ``module(x) -> (P, D)``."""
+    if kind not in I3D_KINDS:
+        raise VideoQualityError(f"unknown I3D kind {kind!r}; expected one of {', '.join(I3D_KINDS)}")
+    net = _torchscript(_existing(path, "I3D TorchScript file", "i3d"), device, "I3D")
+    kwargs = dict(rescale=False, resize=False, return_features=True) if kind == "styleganv" else {}
+
+    @torch.no_grad()
+    def extract(clips: torch.Tensor) -> torch.Tensor:
+        return torch.cat([net((c.permute(0, 2, 1, 3, 4) * 2 - 1).to(device), **kwargs).float().cpu()
+                          for c in clips.split(batch)])
+
+    return extract

@@ -11,7 +11,9 @@ The task is host-agnostic. A generation model (Scale-DiT on FLUX, UltraGen on Wa
   timestep, guidance, position ids), called as ``model(**inputs)``;
 * ``generation_workload()``: tokens by group, the fraction of query-key pairs computed, attention GMACs and the
   whole step's GMACs (formulas);
-* ``make_pipeline(path, device)`` (quality only): a callable ``(prompt, side, seed) -> images``.
+* ``make_pipeline(path, device)`` (quality only): a callable ``(prompt, side, seed) -> images``; a video host's
+  ``make_pipeline(path, device, dtype)`` returns ``(prompt, side, seed, frames, steps=..., guidance=...) -> video``
+  (T, 3, H, W) in [0, 1], and the host exposes ``frames`` (the configured count).
 
 ``--compare dense`` adds the host's dense attentions (``dense-sdpa``, ``dense-flex``) beside each cell;
 host options a model's ``configure`` does not take are refused before anything runs. A video host's builder may
@@ -162,14 +164,9 @@ def _reference(path: Path) -> list[Any]:
     return [Image.open(p).convert("RGB") for p in files]
 
 
-@register_evaluator("prompts", ("generation",), description="a prompt set (txt or JSONL): images written with "
-                    "their seeds, CLIP score (open_clip), FID and patch-FID (user-supplied Inception weights)")
-def evaluate_prompts(model: torch.nn.Module, card: Any, variant: Any, spec: DatasetSpec,
-                     ctx: EvalContext) -> EvalResult:
-    """``--dataset prompts=FILE,pipeline=DIR,out=DIR[,clip=ARCH:PATH][,inception=KIND:PATH,reference=DIR]
-    [,crop=512][,limit=N]``: never with random weights (the harness skips those; refused here as well)."""
+def _prompt_set(model: torch.nn.Module, spec: DatasetSpec) -> list[Any]:
+    """The checks both kinds of host share (real weights, prompt file, pipeline and out folders), then the prompts."""
     from glocal.benchmarks.metrics import generation as gm
-    from glocal.progress import track
 
     info = getattr(model, "glocal_weights", None)
     if info is None or info.is_random:
@@ -181,9 +178,32 @@ def evaluate_prompts(model: torch.nn.Module, card: Any, variant: Any, spec: Data
         if key not in o:
             raise TaskError(f"--dataset prompts needs {key}=DIR")
     try:
-        prompts = gm.load_prompts(spec.path)[: int(o["limit"])] if "limit" in o else gm.load_prompts(spec.path)
+        return gm.load_prompts(spec.path)[: int(o["limit"])] if "limit" in o else gm.load_prompts(spec.path)
     except gm.GenerationDataError as e:
         raise TaskError(str(e)) from None
+
+
+def _video_host(model: torch.nn.Module) -> bool:
+    """A host whose builder checks frame counts generates videos (UltraGen on Wan)."""
+    return callable(getattr(model, "check_frames", None))
+
+
+@register_evaluator("prompts", ("generation",), description="a prompt set (txt or JSONL): images or videos written "
+                    "with their seeds; images: CLIP score (open_clip), FID and patch-FID (user-supplied Inception "
+                    "weights); videos: CLIP score per frame, temporal consistency, HD-MSE, HD-LPIPS, HD-FVD (user-"
+                    "supplied CLIP, LPIPS and I3D files)")
+def evaluate_prompts(model: torch.nn.Module, card: Any, variant: Any, spec: DatasetSpec,
+                     ctx: EvalContext) -> EvalResult:
+    """``--dataset prompts=FILE,pipeline=DIR,out=DIR[,clip=ARCH:PATH][,inception=KIND:PATH,reference=DIR]
+    [,crop=512][,limit=N]``: never with random weights (the harness skips those; refused here as well). A video
+    host takes :func:`evaluate_videos`' options instead of ``inception`` and ``crop``."""
+    from glocal.benchmarks.metrics import generation as gm
+    from glocal.progress import track
+
+    prompts = _prompt_set(model, spec)
+    if _video_host(model):
+        return evaluate_videos(model, spec, ctx, prompts)
+    o = spec.options
     side = ctx.resolution or 1024
     out = Path(o["out"]).expanduser()
     out.mkdir(parents=True, exist_ok=True)
@@ -217,3 +237,153 @@ def evaluate_prompts(model: torch.nn.Module, card: Any, variant: Any, spec: Data
     except gm.GenerationDataError as e:
         raise TaskError(str(e)) from None
     return EvalResult(metrics=metrics, dataset=dataset)
+
+
+# ----------------------------------------------------------------------------------------------- video quality
+FRAME_FORMAT = "one folder of 8-bit PNG frames per video ({i:05d}_seed{seed}/{t:04d}.png), lossless"
+HD_CAVEAT = ("hd_mse and hd_lpips sum what a video loses under 2^k down-up sampling (k = 3, 4, 5): higher means more "
+             "high-frequency content, which noise and artefacts also have, so they reward noise; read them only "
+             "beside hd_fvd and clip_score")
+
+
+def quantise_video(video: torch.Tensor) -> torch.Tensor:
+    """(T, 3, H, W) in [0, 1] -> uint8, as the frames are written (the measures read these values)."""
+    return (video.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def write_video_frames(video: torch.Tensor, folder: Path) -> None:
+    """A uint8 (T, 3, H, W) video as ``folder/0000.png ...`` (PNG: lossless, readable anywhere)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(video):
+        Image.fromarray(frame.permute(1, 2, 0).numpy()).save(folder / f"{t:04d}.png")
+
+
+def read_video_frames(folder: Path) -> torch.Tensor:
+    """A folder of frames (PNG or JPEG, in name order) -> float (T, 3, H, W) in [0, 1]."""
+    from PIL import Image
+
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise TaskError(f"{folder} holds no frames (PNG or JPEG files)")
+    try:
+        return _images_to_tensor([Image.open(f) for f in files])
+    except OSError as e:
+        raise TaskError(f"{folder}: unreadable frame ({str(e).splitlines()[0]})") from None
+    except RuntimeError:
+        raise TaskError(f"{folder}: frames of different sizes") from None
+
+
+def _reference_videos(path: Path) -> list[Path]:
+    """The reference set of HD-FVD: one sub-folder of frames per real video."""
+    if not path.is_dir():
+        raise TaskError(f"reference video folder not found: {path}")
+    folders = sorted(f for f in path.iterdir() if f.is_dir())
+    if not folders:
+        raise TaskError(f"reference folder {path} needs one sub-folder of frames per video (none found)")
+    return folders
+
+
+def _video_measures(o: dict[str, str], ctx: EvalContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The extractors the options ask for, loaded before anything is generated, and their record lines."""
+    from glocal.benchmarks.metrics import video_quality as vq
+
+    for key in ("inception", "crop"):
+        if key in o:
+            raise TaskError(f"{key}= is an image measure; a video host takes clip=ARCH:PATH, lpips=KIND:PATH, "
+                            "i3d=KIND:PATH,reference=DIR")
+    tools: dict[str, Any] = {}
+    lines: dict[str, Any] = {}
+    if "clip" in o:
+        arch, ckpt = _split_path(o["clip"], "clip")
+        tools["clip"] = vq.open_clip_frames(arch, ckpt, ctx.device)
+        lines["clip"] = f"open_clip {arch} ({ckpt.name}), raw cosine per frame; temporal consistency from its " \
+                        "frame embeddings"
+    if "lpips" in o:
+        kind, path = _split_path(o["lpips"], "lpips")
+        tools["lpips"] = vq.lpips_distance(kind, path, ctx.device)
+        lines["lpips"] = f"{kind} ({path.name})"
+    if "i3d" in o:
+        kind, path = _split_path(o["i3d"], "i3d")
+        if "reference" not in o:
+            raise TaskError("HD-FVD needs reference=DIR (one sub-folder of frames per real video)")
+        tools["i3d"], tools["patch"] = vq.i3d_extractor(kind, path, ctx.device), int(o.get("patch", vq.I3D_SIZE))
+        refs = _reference_videos(Path(o["reference"]).expanduser())
+        tools["reference"] = torch.cat([vq.patch_features(read_video_frames(f), tools["i3d"], tools["patch"])
+                                        for f in refs])
+        lines.update(i3d=f"{kind} ({path.name})", reference=o["reference"], reference_videos=len(refs),
+                     patch_protocol=f"non-overlapping {tools['patch']}x{tools['patch']} native-resolution patches, "
+                                    "every frame")
+    return tools, lines
+
+
+def _sampling(generate: Any, o: dict[str, str]) -> dict[str, Any]:
+    """``steps`` and ``guidance`` from the options, else the pipeline's defaults (recorded as used)."""
+    params = inspect.signature(generate).parameters
+    out = {}
+    for key, cast in (("steps", int), ("guidance", float)):
+        if key in o:
+            out[key] = cast(o[key])
+        elif key in params and params[key].default is not inspect.Parameter.empty:
+            out[key] = params[key].default
+    return out
+
+
+def evaluate_videos(model: torch.nn.Module, spec: DatasetSpec, ctx: EvalContext, prompts: list[Any]) -> EvalResult:
+    """``--dataset prompts=FILE,pipeline=DIR,out=DIR[,clip=ARCH:PATH][,lpips=KIND:PATH][,i3d=KIND:PATH,
+    reference=DIR][,patch=224][,steps=N][,guidance=G][,limit=N]`` on a video host at its configured frame count:
+    videos written as PNG frames with their seeds, then CLIP score (mean over frames and videos), temporal
+    consistency (needs clip), HD-MSE, HD-LPIPS (needs lpips) and HD-FVD (needs i3d and reference videos)."""
+    from glocal.benchmarks.metrics import generation as gm
+    from glocal.progress import track
+
+    o, frames = spec.options, int(model.frames)
+    if frames < 2:
+        raise TaskError(f"video quality needs at least 2 frames (--frames 5, 81 ...), got {frames}")
+    try:
+        tools, lines = _video_measures(o, ctx)
+        generate = model.make_pipeline(o["pipeline"], ctx.device, ctx.dtype)
+    except (gm.GenerationDataError, ValueError) as e:
+        raise TaskError(str(e).splitlines()[0]) from None
+    sampling = _sampling(generate, o)
+    side, out = ctx.resolution or 480, Path(o["out"]).expanduser()
+    sums: dict[str, list[float]] = {}
+    feats, size = [], ""
+    for i, p in enumerate(track(prompts, description="generating videos", enabled=ctx.progress)):
+        video = quantise_video(generate(p.text, side=side, seed=p.seed, frames=frames, **sampling))
+        write_video_frames(video, out / f"{i:05d}_seed{p.seed}")
+        size = "x".join(map(str, video.shape[-2:]))
+        try:
+            values, feat = _measure_video(video.float() / 255, p.text, tools)
+        except ValueError as e:
+            raise TaskError(f"video {i}: {e}") from None
+        for key, value in values.items():
+            sums.setdefault(key, []).append(value)
+        feats += [feat] if feat is not None else []
+    metrics = {k: sum(v) / len(v) for k, v in sums.items()}
+    if feats:
+        try:
+            metrics["hd_fvd"] = gm.frechet_distance(tools["reference"], torch.cat(feats))
+        except gm.GenerationDataError as e:
+            raise TaskError(str(e)) from None
+    dataset = {"name": "prompts", "path": str(spec.path), "num_samples": len(prompts), "videos": str(out),
+               "frames": frames, "size": size, "format": FRAME_FORMAT,
+               "sampling": sampling, **lines, "hd_caveat": HD_CAVEAT}
+    return EvalResult(metrics=metrics, dataset=dataset)
+
+
+def _measure_video(video: torch.Tensor, prompt: str, tools: dict[str, Any]) -> tuple[dict[str, float],
+                                                                                    torch.Tensor | None]:
+    """One video's measures (CLIP score as its frame mean, temporal consistency, HD-MSE, HD-LPIPS) and its I3D
+    patch features (None without i3d)."""
+    from glocal.benchmarks.metrics import video_quality as vq
+
+    values = {"hd_mse": vq.hd_mse(video)}
+    if "clip" in tools:
+        scores, emb = tools["clip"](video, prompt)
+        values.update(clip_score=float(scores.mean()), temporal_consistency=vq.temporal_consistency(emb))
+    if "lpips" in tools:
+        values["hd_lpips"] = vq.hd_lpips(video, tools["lpips"])
+    feat = vq.patch_features(video, tools["i3d"], tools["patch"]) if "i3d" in tools else None
+    return values, feat

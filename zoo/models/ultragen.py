@@ -43,10 +43,12 @@ hard-codes batch 1; batch 1 gives the same function). The official checkpoint ``
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,7 +61,7 @@ __all__ = [
     "UltraGenAttnProcessor", "UltraGenContext", "UltraGenOptions", "UltraGenOptionError", "VideoShapeError",
     "build_ultragen", "install_ultragen", "convert_official", "to_official", "wan_latent_grid", "layer_geometry",
     "attention_pairs", "eq12_attention_flops", "exact_attention_flops", "pair_fraction", "VIDEO_SIZES",
-    "UltraGenVideo", "video_size", "step_flops", "convert_to_native",
+    "UltraGenVideo", "video_size", "step_flops", "convert_to_native", "UltraGenPipeline", "UltraGenPipelineError",
 ]
 
 RELEASED_DENSE_LAYERS = (0, 1, 2, 27, 28, 29)
@@ -81,6 +83,10 @@ class UltraGenOptionError(ValueError):
 
 class VideoShapeError(ValueError):
     """A video size or frame count the Wan VAE and patching cannot map to a token grid (one line)."""
+
+
+class UltraGenPipelineError(ValueError):
+    """A Wan pipeline folder that is missing or does not fit this model (one line)."""
 
 
 def _diffusers() -> Any:
@@ -619,12 +625,93 @@ class UltraGenVideo(nn.Module):
                 "attention_gmacs": exact / 2e9, "attention_gmacs_eq12": eq12 / 2e9,
                 "step_gmacs": step_flops(c, n, s["text"], exact) / 2e9, "macs_source": "formula"}
 
+    @property
+    def frames(self) -> int:
+        """The configured frame count (the generation task's video evaluator reads it)."""
+        return self._configured()["frames"]
+
+    def make_pipeline(self, path: str | Path, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.bfloat16, **settings: Any) -> UltraGenPipeline:
+        """Text to video on a local diffusers Wan2.1-T2V-1.3B folder (see :func:`make_wan_pipeline`): a callable
+        ``(prompt, side, seed, frames, steps=30) -> (T, 3, H, W)`` video in [0, 1]."""
+        return make_wan_pipeline(self, path, device, dtype, **settings)
+
     def glocal_backends(self) -> dict[str, str]:
         """Recorded with results: which processor ran the self-attention."""
         attention = self.setting.get("attention", "")
         impl = "UltraGenAttnProcessor (diffusers dispatch_attention_fn)" if attention == "ultragen" else (
             "WanAttnProcessor (diffusers dispatch_attention_fn)")
         return {"attention": attention, "impl": impl, "options": str(self.transformer.ultragen_options)}
+
+
+# --------------------------------------------------------------------------------------------- pipeline
+
+# Sampling settings of the released inference script (sjtuplayer/UltraGen inference.py and DiffSynth's Wan pipeline).
+RELEASED_STEPS, RELEASED_GUIDANCE, RELEASED_SHIFT = 30, 5.0, 5.0
+RELEASED_NEGATIVE = ("Aerial view, overexposed, low quality, deformation, bad composition, bad hands, bad teeth, "
+                     "bad eyes, bad limbs, distortion, blurring, text, subtitles")
+
+
+class UltraGenPipeline:
+    """Text to video with diffusers' ``WanPipeline`` (its VAE, umT5, tokenizer and scheduler) on an
+    :class:`UltraGenVideo`'s transformer: each call configures the model's current attention for the size and
+    frame count, then runs the pipeline's own sampling loop with a seeded CPU generator."""
+
+    def __init__(self, pipe: Any, model: UltraGenVideo) -> None:
+        self.pipe, self.model = pipe, model
+
+    @torch.no_grad()
+    def __call__(self, prompt: str, side: int, seed: int = 0, frames: int = 81, steps: int = RELEASED_STEPS,
+                 guidance: float = RELEASED_GUIDANCE, negative_prompt: str = RELEASED_NEGATIVE) -> torch.Tensor:
+        """The video (T, 3, H, W) in [0, 1], float on the CPU; ``side`` as :func:`video_size` reads it."""
+        height, width = video_size(side)
+        self.model.configure(side, attention=self.model.setting.get("attention", "ultragen"), frames=frames)
+        video = self.pipe(prompt=prompt, negative_prompt=negative_prompt, height=height, width=width,
+                          num_frames=frames, num_inference_steps=steps, guidance_scale=guidance,
+                          generator=torch.Generator().manual_seed(seed), output_type="pt", return_dict=False)[0]
+        return video[0].float().clamp(0, 1).cpu()
+
+
+def _check_wan_folder(path: Path) -> None:
+    """One line for a folder that is not a diffusers ``WanPipeline`` (before diffusers reads it)."""
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise UltraGenPipelineError(f"Wan pipeline folder not found: {path} (a diffusers Wan2.1-T2V-1.3B folder "
+                                    "with model_index.json, vae, text_encoder, tokenizer and scheduler)")
+    try:
+        name = json.loads(index.read_text(encoding="utf-8")).get("_class_name")
+    except (json.JSONDecodeError, AttributeError):
+        name = None
+    if name != "WanPipeline":
+        raise UltraGenPipelineError(f"{index} describes {name or 'no pipeline'}, not a WanPipeline")
+
+
+def make_wan_pipeline(model: UltraGenVideo, path: str | Path, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.bfloat16, flow_shift: float | None = RELEASED_SHIFT,
+                      tiled: bool = True) -> UltraGenPipeline:
+    """:class:`UltraGenPipeline` from a local diffusers Wan folder (nothing downloaded): the model's transformer
+    replaces the folder's, the VAE stays in float32 (tiled decoding, as released), the text encoder takes
+    ``dtype``; ``flow_shift`` replaces the scheduler's (5, as the released DiffSynth sampler; None keeps it)."""
+    path = Path(path).expanduser()
+    _check_wan_folder(path)
+    try:
+        pipe = _diffusers().WanPipeline.from_pretrained(str(path), transformer=model.transformer, local_files_only=True,
+                                           dtype={"vae": torch.float32, "default": dtype})
+    except (OSError, ValueError) as e:
+        raise UltraGenPipelineError(f"cannot load the Wan pipeline in {path}: {str(e).strip().splitlines()[0]}") \
+            from None
+    c = model.config
+    if pipe.text_encoder.config.d_model != c.text_dim or pipe.vae.config.z_dim != c.in_channels:
+        raise UltraGenPipelineError(
+            f"the Wan pipeline in {path} does not fit {model.__class__.__name__}: text width "
+            f"{pipe.text_encoder.config.d_model} and latent channels {pipe.vae.config.z_dim}, the transformer takes "
+            f"{c.text_dim} and {c.in_channels}")
+    if flow_shift is not None and "flow_shift" in pipe.scheduler.config:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, flow_shift=flow_shift)
+    if tiled:
+        pipe.vae.enable_tiling()
+    pipe.set_progress_bar_config(disable=True)
+    return UltraGenPipeline(pipe.to(device), model)
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
