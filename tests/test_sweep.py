@@ -3,6 +3,7 @@ with retries and --resume."""
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -116,3 +117,13 @@ def test_a_gpu_sweep_is_listed_without_a_gpu_but_not_run_here(tmp_path):
     assert refused.stderr.strip() == "error: device 'cuda' requested but CUDA is not available here"
     bad = sweep(tmp_path, grid.replace("cuda]", "tpu]"), "--dry-run")
     assert bad.exit_code == 2 and "unknown device 'tpu'" in bad.stderr
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "benchmarks" / "campaigns").glob("*/*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_campaign_files_plan_into_cells(path):
+    """The prepared GPU campaigns are valid sweeps: every model, option, size and comparison checks out."""
+    from glocal.benchmarks.sweep import parse_sweep, plan_sweep, read_sweep_file
+
+    cells, _ = plan_sweep(parse_sweep(read_sweep_file(path)), dry_run=True)
+    assert cells and all(c.device.startswith("cuda") for c in cells)
