@@ -707,7 +707,8 @@ class ScaleDiTTransformer(nn.Module):
         if attention == "dense-sdpa":
             set_processors(self.transformer, None)
         else:
-            proc = ScaleDiTAttnProcessor(None, "flex" if attention == "dense-flex" else impl, compile_flex, self.groups)
+            impl = "flex" if attention == "dense-flex" else impl
+            proc = ScaleDiTAttnProcessor(None, impl, compile_flex, self.groups)
             proc.set_layout(layout if scaledit else None, device)
             set_processors(self.transformer, proc)
         self.transformer.pos_embed.theta = self.base_theta * (self.ntk_factor if scaledit else 1.0)
