@@ -266,3 +266,26 @@ def test_flux2_linear_macs_formula_matches_the_flop_counter(tiny: sd.ScaleDiTFlu
 def test_flux2_pipeline_is_refused_in_one_line(tiny: sd.ScaleDiTFlux2Transformer, tmp_path) -> None:
     with pytest.raises(sd.ScaleDiTError, match=r"^the two-stage Scale-DiT pipeline is wired to FLUX\.1"):
         tiny.make_pipeline(tmp_path)
+
+
+@pytest.mark.slow
+def test_bench_run_compare_dense_on_the_tiny_flux2_variant() -> None:
+    """The CLI end to end (three cell subprocesses, about a minute): Scale-DiT beside dense SDPA and dense flex."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from glocal.benchmarks.cli import app
+
+    res = CliRunner().invoke(app, ["run", "--model", "scaledit_flux2_tiny", "--resolution", "128", "--compare", "dense",
+                                   "--opt", "compile_flex=false", "--opt", "impl=sdpa", "--warmup-iters", "1",
+                                   "--warmup-time", "0", "--min-iters", "2", "--min-time", "0", "--json"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    records = {r["settings"]["task_options"]["attention"]: r for r in json.loads(res.stdout)}
+    assert sorted(records) == ["dense-flex", "dense-sdpa", "scaledit"]
+    assert {a: r["workload"]["tokens"]["total"] for a, r in records.items()} == {
+        "scaledit": 88, "dense-sdpa": 72, "dense-flex": 72}
+    assert records["dense-sdpa"]["settings"]["backends"]["impl"] == (
+        "Flux2AttnProcessor + Flux2ParallelSelfAttnProcessor (native SDPA)")
+    assert all(r["latency"]["median"] > 0 for r in records.values())

@@ -2,7 +2,8 @@
 
 Scale-DiT lets a FLUX transformer denoise 4K-8K images by replacing dense attention with local windows of
 16x16 latent tokens plus clean low-resolution guidance tokens. The host stays diffusers'
-``FluxTransformer2DModel``, unmodified; this file adds
+``FluxTransformer2DModel`` (FLUX.1-dev, v1 code) or ``Flux2Transformer2DModel`` (FLUX.2-klein, v4 code),
+unmodified; this file adds
 
 * :class:`ScaleDiTLayout`: the token layout ``[text T | high-res N | low-res M]`` and the attention rules;
 * :class:`ScaleDiTAttnProcessor`: a diffusers attention processor (installed with ``set_attn_processor``)
@@ -11,8 +12,10 @@ Scale-DiT lets a FLUX transformer denoise 4K-8K images by replacing dense attent
 * one small patch (:func:`enable_token_modulation`) giving the blocks a per-token timestep embedding, so the
   low-res guidance tokens sit at t = 0 while the high-res tokens sit at t;
 * :class:`ScaleDiTTransformer`, the registered model: the stock transformer plus the above;
-* :func:`load_lora`, the official LoRA (686 tensors on FLUX.1-dev) through diffusers' peft loading, applied
-  per token group as the official forward does;
+  :class:`ScaleDiTFlux2Transformer` the same on FLUX.2 (:class:`ScaleDiTParallelAttnProcessor` for its fused
+  single-stream attention; the t = 0 modulation as hooks on its model-level modulation modules);
+* :func:`load_lora`, the official LoRA (686 tensors on FLUX.1-dev, 194 on FLUX.2-klein-9B) through diffusers'
+  peft loading, applied per token group as the official forward does;
 * :class:`ScaleDiTPipeline`, the two-stage pipeline on diffusers' FLUX pipeline components.
 
 Token order is window-first (each window one contiguous span, windows in raster order) and the low-res
@@ -858,8 +861,11 @@ class ScaleDiTFlux2Transformer(ScaleDiTTransformer):
         return 4 + 3 * self.config.mlp_ratio  # q, k, v, out; SwiGLU in (2 x ratio) and out (ratio)
 
     def _host(self, config: dict[str, Any]) -> nn.Module:
-        from diffusers import Flux2Transformer2DModel
-
+        try:
+            from diffusers import Flux2Transformer2DModel
+        except ImportError as e:  # pragma: no cover - only with a diffusers release before FLUX.2
+            raise ImportError("scaledit's FLUX.2 host needs a diffusers release with Flux2Transformer2DModel "
+                              "(tested with 0.42): pip install -U diffusers") from e
         return Flux2Transformer2DModel(**config)
 
     def _enable_token_modulation(self) -> None:
