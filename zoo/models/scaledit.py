@@ -1003,6 +1003,9 @@ _PAPER = (
     PaperMetric("4096x4096 (reported, prompt set unpublished)", "clip_iqa", 0.4505, "v1 README table"),
 )
 
+_PREP_1024, _PREP_256 = (Preprocessing(input_size=(3, side, side), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                       crop_pct=1.0) for side in (1024, 256))
+
 register(ModelCard(
     family="scaledit", display_name="Scale-DiT", task="generation",
     paper_title="Scale-DiT: Ultra-High-Resolution Image Generation with Hierarchical Local Attention "
@@ -1019,8 +1022,7 @@ register(ModelCard(
                 kwargs=dict(config="flux1_dev", window=16, factor=4, ntk_factor=10.0, text_tokens=512),
                 params=11_901_408_320, paper_metrics=_PAPER, resolution_multiple=PATCH_PX * 16,
                 resolutions=(1024, 2048, 4096, 8192),
-                preprocessing=Preprocessing(input_size=(3, 1024, 1024), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                            crop_pct=1.0),
+                preprocessing=_PREP_1024,
                 notes="Host: FLUX.1-dev shape (19 double + 38 single blocks, 24 heads x 128). Base weights: load "
                       "a diffusers FLUX.1-dev transformer file (weights=PATH); the official rank-16 LoRA "
                       "(checkpoints/full_lora/pytorch_lora_weights.safetensors, Google Drive / HF dataset "
@@ -1029,15 +1031,13 @@ register(ModelCard(
         Variant(name="scaledit_tiny", builder=_build,
                 kwargs=dict(config="tiny", window=4, factor=2, ntk_factor=10.0, text_tokens=8),
                 resolution_multiple=PATCH_PX * 4, resolutions=(256, 512),
-                preprocessing=Preprocessing(input_size=(3, 256, 256), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                            crop_pct=1.0),
+                preprocessing=_PREP_256,
                 notes="A tiny FLUX (1 double + 1 single block, 2 heads x 16, 4-token windows, low-res factor 2) "
                       "for CPU tests; random weights only."),
         Variant(name="scaledit_flux2_klein_9b", builder=_build,
                 kwargs=dict(config="flux2_klein_9b", window=16, factor=4, ntk_factor=1.0, text_tokens=512),
                 params=9_078_581_248, resolution_multiple=PATCH_PX * 16, resolutions=(1024, 2048, 4096, 8192),
-                preprocessing=Preprocessing(input_size=(3, 1024, 1024), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                            crop_pct=1.0),
+                preprocessing=_PREP_1024,
                 notes="Host: FLUX.2-klein-9B shape (diffusers Flux2Transformer2DModel: 8 double + 24 single blocks, "
                       "32 heads x 128), as the official v4 code (inference_flux2.yaml: 4096 px, 1024 px guidance, "
                       "256 px windows, ntk_factor 1, theta 2000). Base weights: a diffusers FLUX.2-klein-9B "
@@ -1047,8 +1047,7 @@ register(ModelCard(
         Variant(name="scaledit_flux2_tiny", builder=_build,
                 kwargs=dict(config="flux2_tiny", window=4, factor=2, ntk_factor=1.0, text_tokens=8),
                 resolution_multiple=PATCH_PX * 4, resolutions=(256, 512),
-                preprocessing=Preprocessing(input_size=(3, 256, 256), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                            crop_pct=1.0),
+                preprocessing=_PREP_256,
                 notes="A tiny FLUX.2 (1 double + 1 single block, 2 heads x 16, 4-token windows, low-res factor 2) "
                       "for CPU tests; random weights only."),
     ),
