@@ -257,6 +257,21 @@ def test_lora_acts_with_guidance_tokens_and_is_off_without(either_tiny: sd.Scale
     torch.testing.assert_close(_run(tiny, dense_inputs), before_dense, rtol=0, atol=1e-6)
 
 
+def test_deep_copy_follows_its_own_token_groups(either_tiny: sd.ScaleDiTTransformer) -> None:
+    """The harness deep-copies models (precision reference): patched blocks, modulation hooks and gated LoRA layers
+    of the copy must read the copy's token groups, so the copy computes the same step."""
+    import copy
+
+    tiny = either_tiny
+    tiny.configure(128, "scaledit", impl="sdpa")
+    g = torch.Generator().manual_seed(0)
+    sd.load_lora(tiny, {k: torch.randn(s, generator=g) * 0.2 for k, s in sd.lora_layout(tiny.transformer).items()})
+    inputs = tiny.make_inputs()
+    twin = copy.deepcopy(tiny)
+    assert twin.groups is not tiny.groups
+    torch.testing.assert_close(_run(twin, inputs), _run(tiny, inputs), rtol=0, atol=0)
+
+
 def test_lora_of_another_layout_is_refused_in_one_line() -> None:
     model = sd.ScaleDiTTransformer(sd.FLUX_TINY, window=4, factor=2, text_tokens=8)
     shapes = sd.lora_layout(model.transformer)

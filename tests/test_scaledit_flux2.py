@@ -120,7 +120,7 @@ def test_random_lora_in_official_flux2_layout_loads_strictly() -> None:
     assert sorted(f"transformer.{k}" for k in loaded) == keys
     for k, v in loaded.items():
         assert torch.equal(v, lora[f"transformer.{k}"])
-    assert len(model.guidance_only_layers()) == 97 and all(hasattr(m, "_scaledit_gated")
+    assert len(model.guidance_only_layers()) == 97 and all(hasattr(m, "_scaledit_groups")
                                                             for m in model.guidance_only_layers())
 
 
@@ -141,6 +141,8 @@ def test_mismatched_flux2_lora_is_refused_in_one_line(tiny: sd.ScaleDiTFlux2Tran
 def test_every_lora_target_acts_on_the_guidance_rows_only(tiny: sd.ScaleDiTFlux2Transformer) -> None:
     """In a real forward with guidance tokens, every LoRA layer (q/k/v included, unlike FLUX.1) gives the main rows
     exactly its base layer's output and the guidance rows the adapted output."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     layout = tiny.configure(128, "scaledit", impl="sdpa")
     sd.load_lora(tiny, _random_lora(tiny))
     seen: dict[str, tuple[float, float]] = {}
@@ -153,7 +155,7 @@ def test_every_lora_target_acts_on_the_guidance_rows_only(tiny: sd.ScaleDiTFlux2
             seen[name] = (float(main), float(guide))
         return hook
 
-    layers = {n: mod for n, mod in tiny.transformer.named_modules() if hasattr(mod, "_scaledit_gated")}
+    layers = {n: mod for n, mod in tiny.transformer.named_modules() if isinstance(mod, BaseTunerLayer)}
     handles = [mod.register_forward_hook(check(n)) for n, mod in layers.items()]
     _run(tiny, tiny.make_inputs())
     for h in handles:

@@ -392,22 +392,25 @@ def _rows_linear(layer: nn.Module, x: torch.Tensor, lora: bool) -> torch.Tensor:
 def _grouped_linear(layer: nn.Module, x: torch.Tensor, lowres: int, lora: Any = None) -> torch.Tensor:
     """The official per-group LoRA: adapter active only on the last ``lowres`` rows (the guidance tokens).
     ``lora`` is the adapter-on call (default ``layer``); a layer gated by :func:`gate_lora_rows` gates itself."""
-    if not lowres or not hasattr(layer, "base_layer") or (lora is None and hasattr(layer, "_scaledit_gated")):
+    if not lowres or not hasattr(layer, "base_layer") or (lora is None and hasattr(layer, "_scaledit_groups")):
         return (lora or layer)(x)
     return torch.cat([layer.base_layer(x[:, :-lowres]), (lora or layer)(x[:, -lowres:])], dim=1)
 
 
+def _gated_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """A peft LoRA layer's forward with the adapter on the guidance rows only (see :func:`gate_lora_rows`)."""
+    def lora(rows: torch.Tensor) -> torch.Tensor:
+        return type(self).forward(self, rows, *args, **kwargs)  # the class's (peft's) forward, adapter on
+
+    return _grouped_linear(self, x, self._scaledit_groups.lowres, lora)
+
+
 def gate_lora_rows(layer: nn.Module, groups: TokenGroups) -> None:
     """Make a peft LoRA layer apply its adapter to the guidance rows only (the last ``groups.lowres`` rows of its
-    input), wherever the stock block calls it; the other rows get the base layer (instance-level, idempotent)."""
-    if hasattr(layer, "_scaledit_gated"):
-        return
-    lora = layer.forward
-
-    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return _grouped_linear(layer, x, groups.lowres, lambda rows: lora(rows, *args, **kwargs))
-
-    layer.forward, layer._scaledit_gated = forward, True
+    input), wherever the stock block calls it; the other rows get the base layer. Instance-level and idempotent;
+    a bound method and an attribute, so ``copy.deepcopy`` of the model gates the copy by the copy's groups."""
+    layer._scaledit_groups = groups
+    layer.forward = MethodType(_gated_forward, layer)
 
 
 @dataclass
@@ -489,10 +492,10 @@ class ScaleDiTAttnProcessor:
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None,
                  image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> Any:
-        from diffusers.models.transformers import transformer_flux, transformer_flux2
-
-        flux2 = isinstance(attn, transformer_flux2.Flux2Attention)
-        projections = (transformer_flux2 if flux2 else transformer_flux)._get_qkv_projections
+        if type(attn).__name__ == "Flux2Attention":  # by name: FLUX.1 use needs no FLUX.2-capable diffusers
+            from diffusers.models.transformers.transformer_flux2 import _get_qkv_projections as projections
+        else:
+            from diffusers.models.transformers.transformer_flux import _get_qkv_projections as projections
         query, key, value, e_query, e_key, e_value = projections(attn, hidden_states, encoder_hidden_states)
         query, key, value = (x.unflatten(-1, (-1, attn.head_dim)) for x in (query, key, value))
         query, key = attn.norm_q(query), attn.norm_k(key)
@@ -827,20 +830,19 @@ class ScaleDiTTransformer(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- the FLUX.2 host
-def _per_token_modulation(groups: TokenGroups, joint: bool) -> Any:
-    """A forward hook for a model-level FLUX.2 ``Flux2Modulation``: its per-sample output [B, k * D] becomes
-    per-token [B, L, k * D] with the guidance rows (the last ``groups.lowres``) modulated at t = 0. The rows before
-    them are the high-res tokens (double-stream image modulation) or text + high-res (``joint``: single-stream)."""
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        m = groups.lowres
-        if not m:
-            return output
-        main = groups.high_res + (groups.text if joint else 0)
-        guide = module.forward(groups.lowres_temb)  # .forward: the hook does not fire again
-        b = output.shape[0]
-        return torch.cat([output[:, None].expand(b, main, -1), guide[:, None].expand(b, m, -1)], dim=1)
-
-    return hook
+def _per_token_modulation(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook of a model-level FLUX.2 ``Flux2Modulation``: its per-sample output [B, k * D] becomes per-token
+    [B, L, k * D] with the guidance rows (the last ``groups.lowres``) modulated at t = 0. The rows before them are
+    the high-res tokens (double-stream image modulation) or text + high-res (``joint``: single-stream). State is
+    read from the module (``_scaledit_groups``, ``_scaledit_joint``), so a deep copy follows its own groups."""
+    groups = module._scaledit_groups
+    m = groups.lowres
+    if not m:
+        return output
+    main = groups.high_res + (groups.text if module._scaledit_joint else 0)
+    guide = module.forward(groups.lowres_temb)  # .forward: the hook does not fire again
+    b = output.shape[0]
+    return torch.cat([output[:, None].expand(b, main, -1), guide[:, None].expand(b, m, -1)], dim=1)
 
 
 class ScaleDiTFlux2Transformer(ScaleDiTTransformer):
@@ -870,9 +872,9 @@ class ScaleDiTFlux2Transformer(ScaleDiTTransformer):
 
     def _enable_token_modulation(self) -> None:
         tr = self.transformer
-        self.modulation_hooks = [
-            tr.double_stream_modulation_img.register_forward_hook(_per_token_modulation(self.groups, joint=False)),
-            tr.single_stream_modulation.register_forward_hook(_per_token_modulation(self.groups, joint=True))]
+        for module, joint in ((tr.double_stream_modulation_img, False), (tr.single_stream_modulation, True)):
+            module._scaledit_groups, module._scaledit_joint = self.groups, joint
+            module.register_forward_hook(_per_token_modulation)
 
     def guidance_only_layers(self) -> list[nn.Module]:
         """Every LoRA layer: the v4 forward runs the base weights for text and high-res rows everywhere."""
