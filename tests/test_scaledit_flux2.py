@@ -120,8 +120,9 @@ def test_random_lora_in_official_flux2_layout_loads_strictly() -> None:
     assert sorted(f"transformer.{k}" for k in loaded) == keys
     for k, v in loaded.items():
         assert torch.equal(v, lora[f"transformer.{k}"])
-    assert len(model.guidance_only_layers()) == 97 and all(hasattr(m, "_scaledit_groups")
-                                                            for m in model.guidance_only_layers())
+    layers = model.guidance_only_layers()
+    assert len(layers) == 97 and all(hasattr(m, "_scaledit_groups") for m in layers)
+    assert {m.scaling["scaledit"] for m in layers} == {1.0}  # alpha = rank = 16, as train_flux2.yaml
 
 
 def test_mismatched_flux2_lora_is_refused_in_one_line(tiny: sd.ScaleDiTFlux2Transformer) -> None:
