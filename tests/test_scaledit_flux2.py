@@ -166,6 +166,87 @@ def test_every_lora_target_acts_on_the_guidance_rows_only(tiny: sd.ScaleDiTFlux2
         assert main == 0.0 and guide > 1e-4, (name, main, guide)
 
 
+def _official_v4_step(model: sd.ScaleDiTFlux2Transformer, inputs: dict) -> torch.Tensor:
+    """An independent reference: the official v4 forward (src/flux/transformer2.py, block2.py) on the same diffusers
+    modules, the guidance tokens as a separate stream (x_embedder, modulation at t = 0, every LoRA target on) and
+    the text and high-res tokens with the base weights; one boolean mask over [text | high-res | low-res]."""
+    import torch.nn.functional as F
+    from diffusers.models.embeddings import apply_rotary_emb
+    from diffusers.models.transformers.transformer_flux2 import Flux2Modulation
+
+    tr, layout = model.transformer, model.state.layout
+    n, heads = layout.n_hi, tr.config.num_attention_heads
+
+    def base(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return layer.base_layer(x) if hasattr(layer, "base_layer") else layer(x)
+
+    def lora(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return type(layer).forward(layer, x)  # peft's forward, adapter on (not the gated instance forward)
+
+    def attend(q: list, k: list, v: list, rope: tuple) -> torch.Tensor:
+        q, k, v = (torch.cat(x, 1).unflatten(-1, (heads, -1)) for x in (q, k, v))
+        q, k = (apply_rotary_emb(x, rope, sequence_dim=1) for x in (q, k))
+        out = F.scaled_dot_product_attention(*(x.transpose(1, 2) for x in (q, k, v)), attn_mask=mask)
+        return out.transpose(1, 2).flatten(2)
+
+    def heads_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return norm(x.unflatten(-1, (heads, -1))).flatten(2)
+
+    mask = layout.dense_mask()
+    hi, lo = inputs["hidden_states"][:, :n], inputs["hidden_states"][:, n:]
+    h, g = base(tr.x_embedder, hi), lora(tr.x_embedder, lo)
+    temb = tr.time_guidance_embed(inputs["timestep"] * 1000, None)
+    temb0 = tr.time_guidance_embed(torch.zeros_like(inputs["timestep"]), None)
+    c = tr.context_embedder(inputs["encoder_hidden_states"])
+    rope = tr.pos_embed(torch.cat([inputs["txt_ids"], inputs["img_ids"]]))
+    text = c.shape[1]
+    for blk in tr.transformer_blocks:
+        (a, b), (ct_a, ct_b), (lr_a, lr_b) = (Flux2Modulation.split(mod, 2) for mod in (
+            tr.double_stream_modulation_img(temb), tr.double_stream_modulation_txt(temb),
+            tr.double_stream_modulation_img(temb0)))
+        nh, nc, ng = ((1 + m[1]) * blk.norm1(x) + m[0] for x, m in ((h, a), (c, ct_a), (g, lr_a)))
+        at = blk.attn
+        q = [heads_norm(at.norm_added_q, at.add_q_proj(nc)), heads_norm(at.norm_q, base(at.to_q, nh)),
+             heads_norm(at.norm_q, lora(at.to_q, ng))]
+        k = [heads_norm(at.norm_added_k, at.add_k_proj(nc)), heads_norm(at.norm_k, base(at.to_k, nh)),
+             heads_norm(at.norm_k, lora(at.to_k, ng))]
+        v = [at.add_v_proj(nc), base(at.to_v, nh), lora(at.to_v, ng)]
+        out = attend(q, k, v, rope)
+        c = c + ct_a[2] * at.to_add_out(out[:, :text])
+        h = h + a[2] * base(at.to_out[0], out[:, text:text + n])
+        g = g + lr_a[2] * lora(at.to_out[0], out[:, text + n:])
+        ff = blk.ff
+        h = h + b[2] * base(ff.linear_out, ff.act_fn(base(ff.linear_in, (1 + b[1]) * blk.norm2(h) + b[0])))
+        g = g + lr_b[2] * lora(ff.linear_out, ff.act_fn(lora(ff.linear_in, (1 + lr_b[1]) * blk.norm2(g) + lr_b[0])))
+        c = c + ct_b[2] * blk.ff_context((1 + ct_b[1]) * blk.norm2_context(c) + ct_b[0])
+    x = torch.cat([c, h], 1)
+    for blk in tr.single_transformer_blocks:
+        (m,), (lr,) = Flux2Modulation.split(tr.single_stream_modulation(temb), 1), Flux2Modulation.split(
+            tr.single_stream_modulation(temb0), 1)
+        at = blk.attn
+        px = base(at.to_qkv_mlp_proj, (1 + m[1]) * blk.norm(x) + m[0])
+        pg = lora(at.to_qkv_mlp_proj, (1 + lr[1]) * blk.norm(g) + lr[0])
+        (qx, kx, vx, mx), (qg, kg, vg, mg) = ((*p[..., :3 * at.inner_dim].chunk(3, -1), p[..., 3 * at.inner_dim:])
+                                              for p in (px, pg))
+        out = attend([heads_norm(at.norm_q, qx), heads_norm(at.norm_q, qg)],
+                     [heads_norm(at.norm_k, kx), heads_norm(at.norm_k, kg)], [vx, vg], rope)
+        x = x + m[2] * base(at.to_out, torch.cat([out[:, :-g.shape[1]], at.mlp_act_fn(mx)], -1))
+        g = g + lr[2] * lora(at.to_out, torch.cat([out[:, -g.shape[1]:], at.mlp_act_fn(mg)], -1))
+    return tr.proj_out(tr.norm_out(x[:, text:], temb))
+
+
+def test_forward_with_lora_equals_the_official_v4_forward(tiny: sd.ScaleDiTFlux2Transformer) -> None:
+    """The whole step (guidance at t = 0, per-group LoRA on every target, masked attention in both block kinds)
+    against the official algorithm written out separately; the high-res rows are the step's output."""
+    layout = tiny.configure(128, "scaledit", impl="sdpa")
+    sd.load_lora(tiny, _random_lora(tiny))
+    inputs = tiny.make_inputs(timestep=0.7)
+    with torch.no_grad():
+        expected = _official_v4_step(tiny, inputs)
+        got = tiny(**inputs)[:, :layout.n_hi]
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------ generation task
 def test_generation_task_runs_the_tiny_flux2_variant_with_dense_comparison() -> None:
     """What `bench run --model scaledit_flux2_tiny --resolution 128 --compare dense` runs, cell by cell."""
