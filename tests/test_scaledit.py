@@ -26,6 +26,13 @@ def tiny() -> sd.ScaleDiTTransformer:
     return create_model("scaledit_tiny", weights="random", quiet=True)
 
 
+@pytest.fixture(params=["scaledit_tiny", "scaledit_flux2_tiny"])
+def either_tiny(request: pytest.FixtureRequest) -> sd.ScaleDiTTransformer:
+    """The tiny model on each host: FLUX.1 (FluxTransformer2DModel) and FLUX.2 (Flux2Transformer2DModel)."""
+    torch.manual_seed(0)
+    return create_model(request.param, weights="random", quiet=True)
+
+
 def _run(model: sd.ScaleDiTTransformer, inputs: dict) -> torch.Tensor:
     with torch.no_grad():
         return model(**inputs)
@@ -66,27 +73,40 @@ def test_layout_ids_and_permutation_round_trip() -> None:
 
 
 # --------------------------------------------------------------------------------------------- processor
-def test_all_true_mask_equals_diffusers_default_processor(tiny: sd.ScaleDiTTransformer) -> None:
+def test_all_true_mask_equals_diffusers_default_processor(either_tiny: sd.ScaleDiTTransformer) -> None:
+    tiny = either_tiny
     tiny.configure(128, "dense-sdpa")
     inputs = tiny.make_inputs()
     reference = _run(tiny, inputs)
     proc = sd.ScaleDiTAttnProcessor(impl="sdpa")
     n = tiny.state.layout.total
     proc.mask = torch.ones(1, 1, n, n, dtype=torch.bool)
-    tiny.transformer.set_attn_processor(proc)
+    sd.set_processors(tiny.transformer, proc)
     torch.testing.assert_close(_run(tiny, inputs), reference, rtol=0, atol=1e-6)
     tiny.configure(128, "dense-flex")  # flex without a mask is dense attention too
     torch.testing.assert_close(_run(tiny, inputs), reference, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("rules", sd.RULES)
-def test_changing_a_token_outside_the_allowed_set_leaves_the_window_unchanged(rules: str) -> None:
+def _flux1_attention(processor: sd.ScaleDiTAttnProcessor) -> torch.nn.Module:
     from diffusers.models.transformers.transformer_flux import FluxAttention
 
+    return FluxAttention(query_dim=32, dim_head=16, heads=2, out_dim=32, bias=True, pre_only=True, processor=processor)
+
+
+def _flux2_parallel_attention(processor: sd.ScaleDiTAttnProcessor) -> torch.nn.Module:
+    """FLUX.2's fused single-stream attention (QKV + MLP-in in one projection) under the Scale-DiT mask."""
+    from diffusers.models.transformers.transformer_flux2 import Flux2ParallelSelfAttention
+
+    return Flux2ParallelSelfAttention(query_dim=32, dim_head=16, heads=2, out_dim=32, mlp_ratio=3.0,
+                                      processor=sd.ScaleDiTParallelAttnProcessor(processor))
+
+
+@pytest.mark.parametrize("build", [_flux1_attention, _flux2_parallel_attention])
+@pytest.mark.parametrize("rules", sd.RULES)
+def test_changing_a_token_outside_the_allowed_set_leaves_the_window_unchanged(rules: str, build) -> None:
     layout = sd.ScaleDiTLayout(text=4, height=16, width=16, window=4, factor=2, rules=rules)
     torch.manual_seed(0)
-    attn = FluxAttention(query_dim=32, dim_head=16, heads=2, out_dim=32, bias=True, pre_only=True,
-                         processor=sd.ScaleDiTAttnProcessor(layout, impl="sdpa")).eval()
+    attn = build(sd.ScaleDiTAttnProcessor(layout, impl="sdpa")).eval()
     x = torch.randn(1, layout.total, 32)
     window0 = torch.arange(layout.text, layout.text + layout.window ** 2)  # the first window's tokens
     allowed = layout.dense_mask()
@@ -103,7 +123,8 @@ def test_changing_a_token_outside_the_allowed_set_leaves_the_window_unchanged(ru
 
 
 @pytest.mark.parametrize("rules", sd.RULES)
-def test_block_mask_path_equals_boolean_reference(tiny: sd.ScaleDiTTransformer, rules: str) -> None:
+def test_block_mask_path_equals_boolean_reference(either_tiny: sd.ScaleDiTTransformer, rules: str) -> None:
+    tiny = either_tiny
     tiny.configure(256, "scaledit", impl="sdpa", rules=rules)
     inputs = tiny.make_inputs()
     reference = _run(tiny, inputs)
@@ -111,10 +132,12 @@ def test_block_mask_path_equals_boolean_reference(tiny: sd.ScaleDiTTransformer, 
     torch.testing.assert_close(_run(tiny, inputs), reference, rtol=0, atol=1e-5)
 
 
-def test_flop_counter_path_equals_boolean_reference(tiny: sd.ScaleDiTTransformer) -> None:
+def test_flop_counter_path_equals_boolean_reference(either_tiny: sd.ScaleDiTTransformer) -> None:
     """Under a dispatch mode (the harness's FLOP counter) flex cannot run: the row-chunked SDPA path gives the
     same output, and the counted MACs are the formula's."""
     from glocal.benchmarks import compute
+
+    tiny = either_tiny
 
     tiny.configure(256, "scaledit", impl="sdpa")
     inputs = tiny.make_inputs()
@@ -221,7 +244,8 @@ def test_random_lora_in_official_layout_loads_strictly() -> None:
         assert torch.equal(v, lora[f"transformer.{k}"])
 
 
-def test_lora_acts_with_guidance_tokens_and_is_off_without(tiny: sd.ScaleDiTTransformer) -> None:
+def test_lora_acts_with_guidance_tokens_and_is_off_without(either_tiny: sd.ScaleDiTTransformer) -> None:
+    tiny = either_tiny
     tiny.configure(128, "dense-sdpa")
     dense_inputs = tiny.make_inputs()
     before_dense = _run(tiny, dense_inputs)
@@ -233,6 +257,21 @@ def test_lora_acts_with_guidance_tokens_and_is_off_without(tiny: sd.ScaleDiTTran
     assert (_run(tiny, inputs) - before).abs().max() > 1e-3
     tiny.configure(128, "dense-sdpa")
     torch.testing.assert_close(_run(tiny, dense_inputs), before_dense, rtol=0, atol=1e-6)
+
+
+def test_deep_copy_follows_its_own_token_groups(either_tiny: sd.ScaleDiTTransformer) -> None:
+    """The harness deep-copies models (precision reference): patched blocks, modulation hooks and gated LoRA layers
+    of the copy must read the copy's token groups, so the copy computes the same step."""
+    import copy
+
+    tiny = either_tiny
+    tiny.configure(128, "scaledit", impl="sdpa")
+    g = torch.Generator().manual_seed(0)
+    sd.load_lora(tiny, {k: torch.randn(s, generator=g) * 0.2 for k, s in sd.lora_layout(tiny.transformer).items()})
+    inputs = tiny.make_inputs()
+    twin = copy.deepcopy(tiny)
+    assert twin.groups is not tiny.groups
+    torch.testing.assert_close(_run(twin, inputs), _run(tiny, inputs), rtol=0, atol=0)
 
 
 def test_lora_of_another_layout_is_refused_in_one_line() -> None:

@@ -2,7 +2,8 @@
 
 Scale-DiT lets a FLUX transformer denoise 4K-8K images by replacing dense attention with local windows of
 16x16 latent tokens plus clean low-resolution guidance tokens. The host stays diffusers'
-``FluxTransformer2DModel``, unmodified; this file adds
+``FluxTransformer2DModel`` (FLUX.1-dev, v1 code) or ``Flux2Transformer2DModel`` (FLUX.2-klein, v4 code),
+unmodified; this file adds
 
 * :class:`ScaleDiTLayout`: the token layout ``[text T | high-res N | low-res M]`` and the attention rules;
 * :class:`ScaleDiTAttnProcessor`: a diffusers attention processor (installed with ``set_attn_processor``)
@@ -11,8 +12,10 @@ Scale-DiT lets a FLUX transformer denoise 4K-8K images by replacing dense attent
 * one small patch (:func:`enable_token_modulation`) giving the blocks a per-token timestep embedding, so the
   low-res guidance tokens sit at t = 0 while the high-res tokens sit at t;
 * :class:`ScaleDiTTransformer`, the registered model: the stock transformer plus the above;
-* :func:`load_lora`, the official LoRA (686 tensors on FLUX.1-dev) through diffusers' peft loading, applied
-  per token group as the official forward does;
+  :class:`ScaleDiTFlux2Transformer` the same on FLUX.2 (:class:`ScaleDiTParallelAttnProcessor` for its fused
+  single-stream attention; the t = 0 modulation as hooks on its model-level modulation modules);
+* :func:`load_lora`, the official LoRA (686 tensors on FLUX.1-dev, 194 on FLUX.2-klein-9B) through diffusers'
+  peft loading, applied per token group as the official forward does;
 * :class:`ScaleDiTPipeline`, the two-stage pipeline on diffusers' FLUX pipeline components.
 
 Token order is window-first (each window one contiguous span, windows in raster order) and the low-res
@@ -78,6 +81,13 @@ FLUX1_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=
 FLUX_TINY = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
                  num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=16, guidance_embeds=True,
                  axes_dims_rope=(4, 6, 6))
+# FLUX.2-klein-9B (and klein-base-9B): the host of the official v4 code and of its LoRA (manifest host_config)
+FLUX2_KLEIN_9B = dict(patch_size=1, in_channels=128, num_layers=8, num_single_layers=24, attention_head_dim=128,
+                      num_attention_heads=32, joint_attention_dim=12288, mlp_ratio=3.0, guidance_embeds=False,
+                      axes_dims_rope=(32, 32, 32, 32), rope_theta=2000, timestep_guidance_channels=256, eps=1e-6)
+FLUX2_TINY = dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                  num_attention_heads=2, joint_attention_dim=32, mlp_ratio=3.0, guidance_embeds=False,
+                  axes_dims_rope=(4, 4, 4, 4), rope_theta=2000, timestep_guidance_channels=32)
 
 # LoRA targets of the official FLUX.1 config (peft matches the regex with re.fullmatch on module names).
 LORA_TARGETS = (r"(.*x_embedder|.*(?<!single_)transformer_blocks\.[0-9]+\.norm1\.linear"
@@ -85,6 +95,11 @@ LORA_TARGETS = (r"(.*x_embedder|.*(?<!single_)transformer_blocks\.[0-9]+\.norm1\
                 r"|.*(?<!single_)transformer_blocks\.[0-9]+\.attn\.to_out\.0"
                 r"|.*(?<!single_)transformer_blocks\.[0-9]+\.ff\.net\.2"
                 r"|.*single_transformer_blocks\.[0-9]+\.(norm\.linear|proj_mlp|proj_out|attn\.to_[qkv]))")
+# LoRA targets of the official FLUX.2 config (train_flux2.yaml): the fused single-block projections, no AdaLN
+LORA_TARGETS_FLUX2 = (r"(.*x_embedder|.*(?<!single_)transformer_blocks\.[0-9]+\.attn\.to_[qkv]"
+                      r"|.*(?<!single_)transformer_blocks\.[0-9]+\.attn\.to_out\.0"
+                      r"|.*(?<!single_)transformer_blocks\.[0-9]+\.ff\.linear_(in|out)"
+                      r"|.*single_transformer_blocks\.[0-9]+\.attn\.(to_qkv_mlp_proj|to_out))")
 
 
 class ScaleDiTError(ValueError):
@@ -187,10 +202,11 @@ class ScaleDiTLayout:
     def lo_order(self) -> torch.Tensor:
         return window_order(self.lo_height, self.lo_width, self.lo_window)
 
-    def image_ids(self) -> torch.Tensor:
-        """FLUX ``img_ids`` [N + M, 3] in sequence order: high-res (window-first), then low-res ids x factor."""
+    def image_ids(self, axes: int = 3) -> torch.Tensor:
+        """FLUX ``img_ids`` [N + M, axes] in sequence order: high-res (window-first), then low-res ids x factor.
+        FLUX.1 ids are (0, y, x); FLUX.2 ids are (0, y, x, 0) (``axes=4``: time, height, width, layer)."""
         def grid(h: int, w: int, scale: int) -> torch.Tensor:
-            ids = torch.zeros(h * w, 3)
+            ids = torch.zeros(h * w, axes)
             ids[:, 1] = torch.arange(h).repeat_interleave(w) * scale
             ids[:, 2] = torch.arange(w).repeat(h) * scale
             return ids
@@ -347,14 +363,15 @@ def attention_macs(layout: ScaleDiTLayout, heads: int, head_dim: int, layers: in
     return pairs * head_dim * 2 * heads * layers
 
 
-def step_macs(config: dict[str, Any], tokens: int, text: int, attn_macs: int) -> int:
-    """MACs of one transformer forward: the linear layers of every block (12 d^2 per token in both block kinds),
-    the embedders and the output projection, plus the attention matmuls (formula; AdaLN and norms omitted)."""
+def step_macs(config: dict[str, Any], tokens: int, text: int, attn_macs: int, block_d2: float = 12) -> int:
+    """MACs of one transformer forward: the linear layers of every block (``block_d2`` d^2 per token in both block
+    kinds: 12 on FLUX.1, 4 + 3 x mlp_ratio = 13 on FLUX.2's SwiGLU blocks), the embedders and the output
+    projection, plus the attention matmuls (formula; AdaLN and norms omitted)."""
     d = config["num_attention_heads"] * config["attention_head_dim"]
     blocks = config["num_layers"] + config["num_single_layers"]
     image = tokens - text
     io = image * config["in_channels"] * d * 2 + text * config["joint_attention_dim"] * d
-    return tokens * 12 * d * d * blocks + io + attn_macs
+    return int(tokens * block_d2 * d * d * blocks) + io + attn_macs
 
 
 # ------------------------------------------------------------------------------------------ the processor
@@ -372,25 +389,47 @@ def _rows_linear(layer: nn.Module, x: torch.Tensor, lora: bool) -> torch.Tensor:
     return layer(x)
 
 
-def _grouped_linear(layer: nn.Module, x: torch.Tensor, lowres: int) -> torch.Tensor:
-    """The official per-group LoRA: adapter active only on the last ``lowres`` rows (the guidance tokens)."""
-    if not lowres or not hasattr(layer, "base_layer"):
-        return layer(x)
-    return torch.cat([layer.base_layer(x[:, :-lowres]), layer(x[:, -lowres:])], dim=1)
+def _grouped_linear(layer: nn.Module, x: torch.Tensor, lowres: int, lora: Any = None) -> torch.Tensor:
+    """The official per-group LoRA: adapter active only on the last ``lowres`` rows (the guidance tokens).
+    ``lora`` is the adapter-on call (default ``layer``); a layer gated by :func:`gate_lora_rows` gates itself."""
+    if not lowres or not hasattr(layer, "base_layer") or (lora is None and hasattr(layer, "_scaledit_groups")):
+        return (lora or layer)(x)
+    return torch.cat([layer.base_layer(x[:, :-lowres]), (lora or layer)(x[:, -lowres:])], dim=1)
+
+
+def _gated_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """A peft LoRA layer's forward with the adapter on the guidance rows only (see :func:`gate_lora_rows`)."""
+    def lora(rows: torch.Tensor) -> torch.Tensor:
+        return type(self).forward(self, rows, *args, **kwargs)  # the class's (peft's) forward, adapter on
+
+    return _grouped_linear(self, x, self._scaledit_groups.lowres, lora)
+
+
+def gate_lora_rows(layer: nn.Module, groups: TokenGroups) -> None:
+    """Make a peft LoRA layer apply its adapter to the guidance rows only (the last ``groups.lowres`` rows of its
+    input), wherever the stock block calls it; the other rows get the base layer. Instance-level and idempotent;
+    a bound method and an attribute, so ``copy.deepcopy`` of the model gates the copy by the copy's groups."""
+    layer._scaledit_groups = groups
+    layer.forward = MethodType(_gated_forward, layer)
 
 
 @dataclass
 class TokenGroups:
-    """Per-forward state shared by the processor, the patched blocks and the x_embedder hook."""
+    """Per-forward state shared by the processor, the patched blocks or modulation hooks and the gated LoRA layers:
+    ``lowres`` guidance tokens (the last image tokens), their t = 0 embedding, and the text / high-res counts."""
 
     lowres: int = 0
     lowres_temb: torch.Tensor | None = None
+    text: int = 0
+    high_res: int = 0
 
 
 class ScaleDiTAttnProcessor:
-    """Scale-DiT attention for diffusers' ``FluxAttention`` (double- and single-stream blocks alike).
+    """Scale-DiT attention for diffusers' ``FluxAttention`` (FLUX.1, double- and single-stream blocks alike) and
+    ``Flux2Attention`` (FLUX.2 double-stream blocks; :class:`ScaleDiTParallelAttnProcessor` serves its single-stream
+    ``Flux2ParallelSelfAttention`` with this processor's mask).
 
-    Both block kinds see ``[text | image]``, so one mask serves both. ``impl="flex"`` passes a ``BlockMask``
+    Every block kind sees ``[text | image]``, so one mask serves all. ``impl="flex"`` passes a ``BlockMask``
     through diffusers' ``flex`` backend (``compile=True`` calls a compiled ``flex_attention`` directly, which
     is what skips the masked blocks on CPU and GPU); ``impl="sdpa"`` passes the boolean mask to native SDPA
     (reference). Without a layout it is dense attention through the chosen implementation.
@@ -453,10 +492,11 @@ class ScaleDiTAttnProcessor:
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None,
                  image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> Any:
-        from diffusers.models.embeddings import apply_rotary_emb
-        from diffusers.models.transformers.transformer_flux import _get_qkv_projections
-
-        query, key, value, e_query, e_key, e_value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        if type(attn).__name__ == "Flux2Attention":  # by name: FLUX.1 use needs no FLUX.2-capable diffusers
+            from diffusers.models.transformers.transformer_flux2 import _get_qkv_projections as projections
+        else:
+            from diffusers.models.transformers.transformer_flux import _get_qkv_projections as projections
+        query, key, value, e_query, e_key, e_value = projections(attn, hidden_states, encoder_hidden_states)
         query, key, value = (x.unflatten(-1, (-1, attn.head_dim)) for x in (query, key, value))
         query, key = attn.norm_q(query), attn.norm_k(key)
         if attn.added_kv_proj_dim is not None:
@@ -464,16 +504,56 @@ class ScaleDiTAttnProcessor:
             query = torch.cat([attn.norm_added_q(e_query), query], dim=1)
             key = torch.cat([attn.norm_added_k(e_key), key], dim=1)
             value = torch.cat([e_value, value], dim=1)
-        if image_rotary_emb is not None:
-            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
-            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
-        hidden_states = self._attend(query, key, value).flatten(2, 3).to(query.dtype)
+        hidden_states = self.attend_rotary(query, key, value, image_rotary_emb)
         if encoder_hidden_states is None:
             return hidden_states
         text = encoder_hidden_states.shape[1]
         encoder_hidden_states, hidden_states = hidden_states[:, :text], hidden_states[:, text:]
         hidden_states = attn.to_out[1](_grouped_linear(attn.to_out[0], hidden_states.contiguous(), self.groups.lowres))
         return hidden_states, attn.to_add_out(encoder_hidden_states.contiguous())
+
+    def attend_rotary(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """RoPE on [B, L, H, D] queries and keys, then the masked attention; returns [B, L, H * D]."""
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        if image_rotary_emb is not None:
+            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+        return self._attend(query, key, value).flatten(2, 3).to(query.dtype)
+
+
+class ScaleDiTParallelAttnProcessor:
+    """Scale-DiT attention for FLUX.2's single-stream ``Flux2ParallelSelfAttention`` (fused QKV + MLP-in projection
+    ``to_qkv_mlp_proj``, fused output ``to_out``); the attention itself is ``base``'s (one mask for the model).
+    A separate class because diffusers calls this attention's processor as ``(attn, x, attention_mask, rope)``."""
+
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, base: ScaleDiTAttnProcessor) -> None:
+        self.base = base
+
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        projected = attn.to_qkv_mlp_proj(hidden_states)
+        qkv, mlp = projected.split([3 * attn.inner_dim, projected.shape[-1] - 3 * attn.inner_dim], dim=-1)
+        query, key, value = (x.unflatten(-1, (-1, attn.head_dim)) for x in qkv.chunk(3, dim=-1))
+        query, key = attn.norm_q(query), attn.norm_k(key)
+        hidden_states = self.base.attend_rotary(query, key, value, image_rotary_emb)
+        return attn.to_out(torch.cat([hidden_states, attn.mlp_act_fn(mlp)], dim=-1))
+
+
+def set_processors(transformer: nn.Module, processor: ScaleDiTAttnProcessor | None) -> None:
+    """Install ``processor`` on every attention of a FLUX.1 or FLUX.2 transformer (FLUX.2's parallel single-stream
+    attentions get a :class:`ScaleDiTParallelAttnProcessor` sharing it); ``None`` restores diffusers' defaults."""
+    parallel = ScaleDiTParallelAttnProcessor(processor) if processor is not None else None
+    for module in transformer.modules():
+        if hasattr(module, "set_processor") and hasattr(module, "_default_processor_cls"):
+            if processor is None:
+                module.set_processor(module._default_processor_cls())
+            else:
+                module.set_processor(parallel if hasattr(module, "to_qkv_mlp_proj") else processor)
 
 
 # --------------------------------------------------------------------------- per-token timestep modulation
@@ -582,19 +662,33 @@ class ScaleDiTTransformer(nn.Module):
     """
 
     attentions = ATTENTIONS  # the first is this model's own attention (the generation task's default)
+    id_axes = 3  # FLUX.1 position ids: (0, y, x)
+    dense_processors = "FluxAttnProcessor"
+    block_d2 = 12  # linear MACs per token and block, in units of d^2 (see step_macs)
 
     def __init__(self, config: dict[str, Any], window: int = 16, factor: int = 4, ntk_factor: float = 10.0,
                  text_tokens: int = 512, **overrides: Any) -> None:
         super().__init__()
-        from diffusers import FluxTransformer2DModel
-
-        self.transformer = FluxTransformer2DModel(**{**config, **overrides})
+        self.transformer = self._host({**config, **overrides})
         self.window, self.factor, self.ntk_factor, self.text_tokens = window, factor, ntk_factor, text_tokens
         self.base_theta = self.transformer.pos_embed.theta
         self.groups = TokenGroups()
         self.state = _Config()
         self.lora_loaded = False
+        self._enable_token_modulation()
+
+    def _host(self, config: dict[str, Any]) -> nn.Module:
+        from diffusers import FluxTransformer2DModel
+
+        return FluxTransformer2DModel(**config)
+
+    def _enable_token_modulation(self) -> None:
         enable_token_modulation(self.transformer, self.groups)
+
+    def guidance_only_layers(self) -> list[nn.Module]:
+        """LoRA layers gated to the guidance rows by :func:`gate_lora_rows` (FLUX.1: the x_embedder; the blocks'
+        other guidance-only targets are gated inside the patched forwards and the processor)."""
+        return [self.transformer.x_embedder]
 
     @property
     def config(self) -> Any:
@@ -613,17 +707,16 @@ class ScaleDiTTransformer(nn.Module):
             raise ScaleDiTError(f"scaledit generates images: frames must be 1, got {frames}")
         if attention not in ATTENTIONS:
             raise ScaleDiTError(f"unknown attention mode {attention!r}; expected one of {', '.join(ATTENTIONS)}")
-        from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
-
         scaledit = attention == "scaledit"
         layout = self.layout(side_px, text, rules=rules, text_attend=text_attend, lowres=scaledit)
         device = device or next(self.parameters()).device
         if attention == "dense-sdpa":
-            self.transformer.set_attn_processor(FluxAttnProcessor())
+            set_processors(self.transformer, None)
         else:
-            proc = ScaleDiTAttnProcessor(None, "flex" if attention == "dense-flex" else impl, compile_flex, self.groups)
+            impl = "flex" if attention == "dense-flex" else impl
+            proc = ScaleDiTAttnProcessor(None, impl, compile_flex, self.groups)
             proc.set_layout(layout if scaledit else None, device)
-            self.transformer.set_attn_processor(proc)
+            set_processors(self.transformer, proc)
         self.transformer.pos_embed.theta = self.base_theta * (self.ntk_factor if scaledit else 1.0)
         self.state = _Config(attention, layout, dict(impl=impl, rules=rules, compile=compile_flex))
         return layout
@@ -641,7 +734,8 @@ class ScaleDiTTransformer(nn.Module):
                 "tokens": {"text": layout.text, "high_res": layout.n_hi, "low_res": layout.n_lo,
                            "total": layout.total},
                 "pair_fraction": pairs / layout.total ** 2, "attention_gmacs": attn / 1e9,
-                "step_gmacs": step_macs(c, layout.total, layout.text, attn) / 1e9, "macs_source": "formula"}
+                "step_gmacs": step_macs(c, layout.total, layout.text, attn, self.block_d2) / 1e9,
+                "macs_source": "formula"}
 
     def glocal_macs(self, inputs: tuple, output: Any) -> int:
         """MACs of one step from the formula (the dispatcher counter would count masked flex blocks as dense)."""
@@ -669,34 +763,52 @@ class ScaleDiTTransformer(nn.Module):
         c = self.config
         latents = torch.randn(batch, layout.n_hi + layout.n_lo, c.in_channels, generator=g)
         text = torch.randn(batch, layout.text, c.joint_attention_dim, generator=g)
-        pooled = torch.randn(batch, c.pooled_projection_dim, generator=g)
         put = dict(device=device, dtype=dtype)
         out = dict(hidden_states=latents.to(**put), encoder_hidden_states=text.to(**put),
-                   pooled_projections=pooled.to(**put), timestep=torch.full((batch,), timestep, **put),
-                   img_ids=layout.image_ids().to(**put), txt_ids=torch.zeros(layout.text, 3, **put))
+                   **{k: v.to(**put) for k, v in self._extra_inputs(batch, g).items()},
+                   timestep=torch.full((batch,), timestep, **put),
+                   img_ids=layout.image_ids(self.id_axes).to(**put), txt_ids=self.text_ids(layout.text).to(**put))
         if c.guidance_embeds:
             out["guidance"] = torch.full((batch,), guidance, **put)
         return out
+
+    def _extra_inputs(self, batch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """Host-specific random inputs (FLUX.1: the pooled CLIP projection)."""
+        return {"pooled_projections": torch.randn(batch, self.config.pooled_projection_dim, generator=g)}
+
+    def text_ids(self, n: int) -> torch.Tensor:
+        """The text tokens' position ids (FLUX.1: zeros [n, 3])."""
+        return torch.zeros(n, self.id_axes)
 
     def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 pooled_projections: torch.Tensor, timestep: torch.Tensor, img_ids: torch.Tensor,
                 txt_ids: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
         """One step; returns the velocity of every image token in sequence order [B, N (+ M), C]."""
-        layout = self.state.layout
+        def embed(t: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+            return self.transformer.time_text_embed(*((t,) if g is None else (t, g)), pooled_projections)
+
+        return self._step(embed, hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states,
+                          pooled_projections=pooled_projections, timestep=timestep, img_ids=img_ids,
+                          txt_ids=txt_ids, guidance=guidance)
+
+    def _step(self, embed: Any, **inputs: Any) -> torch.Tensor:
+        """Run the host on ``inputs`` with the token groups set: the guidance tokens' timestep embedding is
+        ``embed(t = 0, guidance x 1000)``; the LoRA is off without guidance tokens."""
+        layout, x = self.state.layout, inputs["hidden_states"]
         m = layout.n_lo if layout is not None else 0
         lowres_temb = None
         if m:
-            t0 = torch.zeros_like(timestep).to(hidden_states.dtype)
-            args = (t0,) if guidance is None else (t0, guidance.to(hidden_states.dtype) * 1000)
-            lowres_temb = self.transformer.time_text_embed(*args, pooled_projections)
-        self.groups.lowres, self.groups.lowres_temb = m, lowres_temb
+            guidance = inputs.get("guidance")
+            lowres_temb = embed(torch.zeros_like(inputs["timestep"]).to(x.dtype),
+                                None if guidance is None else guidance.to(x.dtype) * 1000)
+        g = self.groups
+        g.lowres, g.lowres_temb = m, lowres_temb
+        g.text, g.high_res = inputs["encoder_hidden_states"].shape[1], x.shape[1] - m
         try:
             with self._lora_off(not m):
-                return self.transformer(hidden_states=hidden_states, encoder_hidden_states=encoder_hidden_states,
-                                        pooled_projections=pooled_projections, timestep=timestep, img_ids=img_ids,
-                                        txt_ids=txt_ids, guidance=guidance, return_dict=False)[0]
+                return self.transformer(**inputs, return_dict=False)[0]
         finally:
-            self.groups.lowres, self.groups.lowres_temb = 0, None
+            g.lowres, g.lowres_temb = 0, None
 
     @contextmanager
     def _lora_off(self, off: bool) -> Iterator[None]:
@@ -712,17 +824,94 @@ class ScaleDiTTransformer(nn.Module):
     def glocal_backends(self) -> dict[str, str]:
         """Recorded with results: the attention and its implementation."""
         s = self.state
-        return {"attention": s.attention, "impl": "FluxAttnProcessor (native SDPA)" if s.attention == "dense-sdpa"
-                else f"ScaleDiTAttnProcessor ({s.options.get('impl')}, compile={s.options.get('compile')})",
-                "rules": s.options.get("rules", "")}
+        impl = (f"{self.dense_processors} (native SDPA)" if s.attention == "dense-sdpa"
+                else f"ScaleDiTAttnProcessor ({s.options.get('impl')}, compile={s.options.get('compile')})")
+        return {"attention": s.attention, "impl": impl, "rules": s.options.get("rules", "")}
+
+
+# ------------------------------------------------------------------------------------------- the FLUX.2 host
+def _per_token_modulation(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook of a model-level FLUX.2 ``Flux2Modulation``: its per-sample output [B, k * D] becomes per-token
+    [B, L, k * D] with the guidance rows (the last ``groups.lowres``) modulated at t = 0. The rows before them are
+    the high-res tokens (double-stream image modulation) or text + high-res (``joint``: single-stream). State is
+    read from the module (``_scaledit_groups``, ``_scaledit_joint``), so a deep copy follows its own groups."""
+    groups = module._scaledit_groups
+    m = groups.lowres
+    if not m:
+        return output
+    main = groups.high_res + (groups.text if module._scaledit_joint else 0)
+    guide = module.forward(groups.lowres_temb)  # .forward: the hook does not fire again
+    b = output.shape[0]
+    return torch.cat([output[:, None].expand(b, main, -1), guide[:, None].expand(b, m, -1)], dim=1)
+
+
+class ScaleDiTFlux2Transformer(ScaleDiTTransformer):
+    """diffusers' ``Flux2Transformer2DModel`` (FLUX.2-klein, unmodified, as ``.transformer``) with Scale-DiT, as
+    the official v4 code runs it.
+
+    Differences from the FLUX.1 host: FLUX.2 computes its AdaLN modulation once per forward (shared by all blocks),
+    so the guidance tokens' t = 0 modulation is two forward hooks on the modulation modules instead of block
+    patches (the blocks broadcast a per-token modulation as they do a per-sample one); every LoRA target, q/k/v
+    included, acts on the guidance tokens only; inputs have 4-axis ids and no pooled projection.
+    """
+
+    id_axes = 4  # (time, y, x, layer)
+    dense_processors = "Flux2AttnProcessor + Flux2ParallelSelfAttnProcessor"
+
+    @property
+    def block_d2(self) -> float:
+        return 4 + 3 * self.config.mlp_ratio  # q, k, v, out; SwiGLU in (2 x ratio) and out (ratio)
+
+    def _host(self, config: dict[str, Any]) -> nn.Module:
+        try:
+            from diffusers import Flux2Transformer2DModel
+        except ImportError as e:  # pragma: no cover - only with a diffusers release before FLUX.2
+            raise ImportError("scaledit's FLUX.2 host needs a diffusers release with Flux2Transformer2DModel "
+                              "(tested with 0.42): pip install -U diffusers") from e
+        return Flux2Transformer2DModel(**config)
+
+    def _enable_token_modulation(self) -> None:
+        tr = self.transformer
+        for module, joint in ((tr.double_stream_modulation_img, False), (tr.single_stream_modulation, True)):
+            module._scaledit_groups, module._scaledit_joint = self.groups, joint
+            module.register_forward_hook(_per_token_modulation)
+
+    def guidance_only_layers(self) -> list[nn.Module]:
+        """Every LoRA layer: the v4 forward runs the base weights for text and high-res rows everywhere."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        return [m for m in self.transformer.modules() if isinstance(m, BaseTunerLayer)]
+
+    def _extra_inputs(self, batch: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        return {}
+
+    def text_ids(self, n: int) -> torch.Tensor:
+        """FLUX.2 text ids (0, 0, 0, l): the token index on the last axis, as diffusers' Flux2KleinPipeline."""
+        ids = torch.zeros(n, 4)
+        ids[:, 3] = torch.arange(n)
+        return ids
+
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor, timestep: torch.Tensor,
+                img_ids: torch.Tensor, txt_ids: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """One step; returns the velocity of every image token in sequence order [B, N (+ M), C]."""
+        return self._step(self.transformer.time_guidance_embed, hidden_states=hidden_states,
+                          encoder_hidden_states=encoder_hidden_states, timestep=timestep, img_ids=img_ids,
+                          txt_ids=txt_ids, guidance=guidance)
+
+    def make_pipeline(self, path: str | Path, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.bfloat16) -> ScaleDiTPipeline:
+        raise ScaleDiTError("the two-stage Scale-DiT pipeline is wired to FLUX.1's FluxPipeline only; "
+                            "FLUX.2-klein (Flux2KleinPipeline) has no pipeline here")
 
 
 # ------------------------------------------------------------------------------------------------ the LoRA
 def lora_layout(transformer: nn.Module, rank: int = 16, prefix: str = "transformer.") -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the official LoRA file for this host (``lora_A`` [r, in], ``lora_B`` [out, r])."""
+    """Keys and shapes of the official LoRA file for this host (``lora_A`` [r, in], ``lora_B`` [out, r]); the
+    target regex is the official config's for the host class (FLUX.1 or FLUX.2)."""
     import re
 
-    pattern = re.compile(LORA_TARGETS)
+    flux2 = type(transformer).__name__ == "Flux2Transformer2DModel"
+    pattern = re.compile(LORA_TARGETS_FLUX2 if flux2 else LORA_TARGETS)
     out: dict[str, tuple[int, ...]] = {}
     for name, module in transformer.named_modules():
         if isinstance(module, nn.Linear) and pattern.fullmatch(name):
@@ -735,8 +924,9 @@ def load_lora(model: ScaleDiTTransformer, source: str | Path | dict[str, torch.T
               adapter_name: str = "scaledit") -> None:
     """Load the official Scale-DiT LoRA strictly (every key used, none missing) through diffusers' peft loading.
 
-    The file is ``pytorch_lora_weights.safetensors`` as written by ``FluxPipeline.save_lora_weights``; rank
-    comes from the tensors, alpha = rank (no metadata), so the scale is 1 as in the official run.
+    The file is ``pytorch_lora_weights.safetensors`` as written by ``FluxPipeline.save_lora_weights`` (FLUX.1) or
+    ``Flux2KleinPipeline.save_lora_weights`` (FLUX.2); rank comes from the tensors, alpha = rank (no metadata),
+    so the scale is 1 as in the official run. Afterwards the guidance-only targets act on the guidance rows only.
     """
     from peft.utils import get_peft_model_state_dict
 
@@ -763,25 +953,21 @@ def load_lora(model: ScaleDiTTransformer, source: str | Path | dict[str, torch.T
     loaded = get_peft_model_state_dict(model.transformer, adapter_name=adapter_name)
     if {f"transformer.{k}" for k in loaded} != set(expected):
         raise CheckpointError("diffusers/peft did not use every LoRA tensor (adapter key set differs)")
-    model.transformer.x_embedder.register_forward_hook(_x_embedder_group_hook(model.groups))
+    for layer in model.guidance_only_layers():
+        gate_lora_rows(layer, model.groups)
     model.lora_loaded = True
 
 
-def _x_embedder_group_hook(groups: TokenGroups) -> Any:
-    """x_embedder's LoRA acts on the guidance tokens only: recompute the other rows with the base layer."""
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        m = groups.lowres
-        if not m or not hasattr(module, "base_layer"):
-            return output
-        return torch.cat([module.base_layer(args[0][:, :-m]), output[:, -m:]], dim=1)
-
-    return hook
-
-
 # ---------------------------------------------------------------------------------------------- registry
+_HOSTS = {"flux1_dev": (ScaleDiTTransformer, FLUX1_DEV), "tiny": (ScaleDiTTransformer, FLUX_TINY),
+          "flux2_klein_9b": (ScaleDiTFlux2Transformer, FLUX2_KLEIN_9B),
+          "flux2_tiny": (ScaleDiTFlux2Transformer, FLUX2_TINY)}
+
+
 def _build(config: str = "flux1_dev", **kwargs: Any) -> ScaleDiTTransformer:
     _need_diffusers()
-    return ScaleDiTTransformer(FLUX1_DEV if config == "flux1_dev" else FLUX_TINY, **kwargs)
+    cls, host = _HOSTS[config]
+    return cls(host, **kwargs)
 
 
 _build.attentions = ATTENTIONS  # read by the generation task before anything is built
@@ -819,6 +1005,9 @@ _PAPER = (
     PaperMetric("4096x4096 (reported, prompt set unpublished)", "clip_iqa", 0.4505, "v1 README table"),
 )
 
+_PREP_1024, _PREP_256 = (Preprocessing(input_size=(3, side, side), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                       crop_pct=1.0) for side in (1024, 256))
+
 register(ModelCard(
     family="scaledit", display_name="Scale-DiT", task="generation",
     paper_title="Scale-DiT: Ultra-High-Resolution Image Generation with Hierarchical Local Attention "
@@ -835,8 +1024,7 @@ register(ModelCard(
                 kwargs=dict(config="flux1_dev", window=16, factor=4, ntk_factor=10.0, text_tokens=512),
                 params=11_901_408_320, paper_metrics=_PAPER, resolution_multiple=PATCH_PX * 16,
                 resolutions=(1024, 2048, 4096, 8192),
-                preprocessing=Preprocessing(input_size=(3, 1024, 1024), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                            crop_pct=1.0),
+                preprocessing=_PREP_1024,
                 notes="Host: FLUX.1-dev shape (19 double + 38 single blocks, 24 heads x 128). Base weights: load "
                       "a diffusers FLUX.1-dev transformer file (weights=PATH); the official rank-16 LoRA "
                       "(checkpoints/full_lora/pytorch_lora_weights.safetensors, Google Drive / HF dataset "
@@ -845,9 +1033,24 @@ register(ModelCard(
         Variant(name="scaledit_tiny", builder=_build,
                 kwargs=dict(config="tiny", window=4, factor=2, ntk_factor=10.0, text_tokens=8),
                 resolution_multiple=PATCH_PX * 4, resolutions=(256, 512),
-                preprocessing=Preprocessing(input_size=(3, 256, 256), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                            crop_pct=1.0),
+                preprocessing=_PREP_256,
                 notes="A tiny FLUX (1 double + 1 single block, 2 heads x 16, 4-token windows, low-res factor 2) "
+                      "for CPU tests; random weights only."),
+        Variant(name="scaledit_flux2_klein_9b", builder=_build,
+                kwargs=dict(config="flux2_klein_9b", window=16, factor=4, ntk_factor=1.0, text_tokens=512),
+                params=9_078_581_248, resolution_multiple=PATCH_PX * 16, resolutions=(1024, 2048, 4096, 8192),
+                preprocessing=_PREP_1024,
+                notes="Host: FLUX.2-klein-9B shape (diffusers Flux2Transformer2DModel: 8 double + 24 single blocks, "
+                      "32 heads x 128), as the official v4 code (inference_flux2.yaml: 4096 px, 1024 px guidance, "
+                      "256 px windows, ntk_factor 1, theta 2000). Base weights: a diffusers FLUX.2-klein-9B "
+                      "transformer file (weights=PATH, FLUX non-commercial licence); the official rank-16 LoRA "
+                      "(194 tensors, Google Drive) loads with load_lora. No paper figures for this host are "
+                      "attached; the two-stage pipeline is FLUX.1-only."),
+        Variant(name="scaledit_flux2_tiny", builder=_build,
+                kwargs=dict(config="flux2_tiny", window=4, factor=2, ntk_factor=1.0, text_tokens=8),
+                resolution_multiple=PATCH_PX * 4, resolutions=(256, 512),
+                preprocessing=_PREP_256,
+                notes="A tiny FLUX.2 (1 double + 1 single block, 2 heads x 16, 4-token windows, low-res factor 2) "
                       "for CPU tests; random weights only."),
     ),
 ))
