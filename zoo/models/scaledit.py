@@ -179,11 +179,33 @@ class _Range:
         return ~(self == o)
 
 
-def _group_ranges(t: dict[str, torch.Tensor], block: int) -> dict[int, tuple[slice, dict[str, _Range]]]:
-    """Per token group (text, high-res, low-res): the blocks holding its tokens (one run, groups being contiguous)
-    and, per block of the run, each table column's [min, max] over the group's tokens there. O(L) work."""
+@dataclass(frozen=True)
+class _GroupBlocks:
+    """One token group's blocks: ``run`` (the blocks holding its tokens, one run as groups are contiguous), each
+    column's range over the group's tokens per block (``whole`` [blocks]), and the same per part (``parts``
+    [blocks, P], ``real`` [blocks, P] telling the parts that exist): a block's tokens split at the widest hole of
+    every column, so a part's columns have no holes (a shifted window that wraps round leaves one)."""
+
+    run: slice
+    whole: dict[str, _Range]
+    parts: dict[str, _Range]
+    real: torch.Tensor
+
+
+def _ranges(vals: dict[str, torch.Tensor], member: torch.Tensor, index: torch.Tensor, n: int) -> dict[str, _Range]:
+    """Per column, [min, max] over the member tokens of each of ``n`` cells (``index``: a token's cell)."""
+    idx = index[member]
+    out = {}
+    for name, v in vals.items():
+        lo = v.new_full((n,), torch.iinfo(v.dtype).max).scatter_reduce(0, idx, v[member], "amin")
+        hi = v.new_full((n,), torch.iinfo(v.dtype).min).scatter_reduce(0, idx, v[member], "amax")
+        out[name] = _Range(lo, hi)
+    return out
+
+
+def _group_blocks(t: dict[str, torch.Tensor], block: int) -> dict[int, _GroupBlocks]:
+    """:class:`_GroupBlocks` of the text, high-res and low-res tokens: O(L log block) work."""
     groups = t["group"].view(-1, block)
-    big = torch.iinfo(t["group"].dtype).max
     out = {}
     for g in range(_GROUP_PAD):
         rows = (groups == g).any(1).nonzero().flatten()
@@ -191,10 +213,26 @@ def _group_ranges(t: dict[str, torch.Tensor], block: int) -> dict[int, tuple[sli
             continue
         run = slice(int(rows[0]), int(rows[-1]) + 1)
         mine = groups[run] == g
-        cols = {name: _Range(col.view(-1, block)[run].masked_fill(~mine, big).amin(1),
-                             col.view(-1, block)[run].masked_fill(~mine, -big).amax(1))
-                for name, col in t.items() if name != "group"}
-        out[g] = (run, cols)
+        nblk = mine.shape[0]
+        vals = {name: col.view(-1, block)[run].long() for name, col in t.items() if name != "group"}
+        blocks = torch.arange(nblk, device=mine.device)[:, None].expand(nblk, block)
+        key = torch.zeros_like(blocks)
+        for bit, v in enumerate(vals.values()):  # split at the widest hole (gap > 1) between sorted member values
+            ordered = v.masked_fill(~mine, torch.iinfo(v.dtype).max).sort(1).values
+            gaps = ordered.diff(dim=1).masked_fill(torch.arange(block - 1, device=v.device) >= mine.sum(1, True) - 1, 0)
+            widest, at = gaps.max(1)
+            cut = torch.where(widest > 1, ordered.gather(1, at[:, None] + 1)[:, 0], torch.iinfo(v.dtype).max)
+            key |= (v >= cut[:, None]).long() << bit
+        cells = 1 << len(vals)
+        real = torch.zeros(nblk * cells, dtype=torch.bool, device=mine.device)
+        real[(blocks * cells + key)[mine]] = True
+        parts = _ranges(vals, mine, blocks * cells + key, nblk * cells)
+        real = real.view(nblk, cells)
+        keep = torch.argsort((~real).to(torch.int8), dim=1, stable=True)[:, : int(real.sum(1).max())]
+        parts = {n: _Range(r.lo.view(nblk, cells).gather(1, keep), r.hi.view(nblk, cells).gather(1, keep))
+                 for n, r in parts.items()}
+        whole = _ranges(vals, mine, blocks, nblk)
+        out[g] = _GroupBlocks(run, whole, parts, real.gather(1, keep))
     return out
 
 
@@ -426,16 +464,34 @@ class ScaleDiTLayout:
         nb = t["group"].numel() // block
         some = torch.zeros(nb, nb, dtype=torch.bool, device=device)
         every = torch.ones_like(some)
-        ranges = _group_ranges(t, block)
-        for gq, (qs, q) in ranges.items():
-            for gk, (ks, k) in ranges.items():
-                rule = self.rules_on({"group": gq, **{n: v.view(-1, 1) for n, v in q.items()}},
-                                     {"group": gk, **{n: v.view(1, -1) for n, v in k.items()}})
-                some[qs, ks] |= rule.some if isinstance(rule, _Tri) else rule
-                every[qs, ks] &= rule.every if isinstance(rule, _Tri) else rule
+        groups = _group_blocks(t, block)
+        for gq, q in groups.items():
+            for gk, k in groups.items():
+                rule = self.rules_on({"group": gq, **{n: v.view(-1, 1) for n, v in q.whole.items()}},
+                                     {"group": gk, **{n: v.view(1, -1) for n, v in k.whole.items()}})
+                if isinstance(rule, _Tri):
+                    rule = self._refine(rule, gq, q, gk, k)
+                some[q.run, k.run] |= rule.some if isinstance(rule, _Tri) else rule
+                every[q.run, k.run] &= rule.every if isinstance(rule, _Tri) else rule
         pad = (t["group"].view(nb, block) == _GROUP_PAD).any(1)
         full = every & some & ~pad[:, None] & ~pad[None, :]
         return some & ~full, full
+
+    def _refine(self, rule: _Tri, gq: int, q: _GroupBlocks, gk: int, k: _GroupBlocks, chunk: int = 1 << 16) -> _Tri:
+        """Re-decide the block pairs that whole-block ranges leave open (some, not every) part against part."""
+        shape = (q.real.shape[0], k.real.shape[0])
+        some, every = rule.some.expand(shape).clone(), rule.every.expand(shape).clone()
+        open_q, open_k = (some & ~every).nonzero(as_tuple=True)
+        for c in range(0, open_q.numel(), chunk):
+            a, b = open_q[c:c + chunk], open_k[c:c + chunk]
+            part = self.rules_on({"group": gq, **{n: _Range(r.lo[a, :, None], r.hi[a, :, None])
+                                                  for n, r in q.parts.items()}},
+                                 {"group": gk, **{n: _Range(r.lo[b, None, :], r.hi[b, None, :])
+                                                  for n, r in k.parts.items()}})
+            real = q.real[a, :, None] & k.real[b, None, :]
+            some[a, b] = (part.some & real).flatten(1).any(1)
+            every[a, b] = (part.every | ~real).flatten(1).all(1)
+        return _Tri(some, every)
 
     def _block_structure_exact(self, device: torch.device | str, block: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(partial, full) reduced from the token mask in row chunks: exact, O(L^2) (the reference for tests)."""
