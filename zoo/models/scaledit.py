@@ -454,9 +454,11 @@ class ScaleDiTLayout:
         """(partial, full) over [query block, key block] of the padded sequence, from per-block value ranges of
         the tables fed through the rules (:meth:`rules_on`): O(blocks^2) work and memory, never a token pair.
 
-        ``partial | full`` covers every block holding an allowed pair and ``full`` only blocks whose pairs are all
-        allowed (padding never is); where a block's tokens are not a product of ranges the bounds are loose (more
-        partial blocks, never a wrong one). ``exact=True`` reduces the token mask instead: O(L^2), the reference.
+        ``partial | full`` covers every block holding an allowed pair and ``full`` holds only blocks whose pairs are
+        all allowed (padding never is). Pairs the whole-block ranges leave open are re-decided on the blocks' parts
+        (:class:`_GroupBlocks`); the result is exact where every part is a grid rectangle (blocks aligned with the
+        windows, as on FLUX), else a few blocks too many are partial, never a wrong one. ``exact=True`` reduces the
+        token mask instead: O(L^2), the reference.
         """
         if exact:
             return self._block_structure_exact(device, block)
@@ -478,7 +480,9 @@ class ScaleDiTLayout:
         return some & ~full, full
 
     def _refine(self, rule: _Tri, gq: int, q: _GroupBlocks, gk: int, k: _GroupBlocks, chunk: int = 1 << 16) -> _Tri:
-        """Re-decide the block pairs that whole-block ranges leave open (some, not every) part against part."""
+        """Re-decide the block pairs that whole-block ranges leave open (some, not every) part against part:
+        a pair of blocks may hold an allowed pair if a pair of their parts may, and is full if every pair of parts
+        is. Work: open pairs x parts^2 (parts are 1-4 per block on window-aligned layouts)."""
         shape = (q.real.shape[0], k.real.shape[0])
         some, every = rule.some.expand(shape).clone(), rule.every.expand(shape).clone()
         open_q, open_k = (some & ~every).nonzero(as_tuple=True)
