@@ -509,3 +509,22 @@ def test_quality_evaluator_refuses_random_weights(tiny: sd.ScaleDiTTransformer, 
     with pytest.raises(TaskError, match=r"^generation quality needs real weights \(got random weights\)"):
         entry.fn(tiny, None, None, spec, EvalContext(device=torch.device("cpu")))
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------ microbench
+def test_microbench_mask_builds_fast_against_exact(capsys: pytest.CaptureFixture) -> None:
+    """``bench microbench scaledit --masks``: per side and rule set the block fractions of both builds, whether
+    they are identical, and the exact build skipped once its scaled estimate exceeds the budget."""
+    from glocal.benchmarks.microbench import scaledit as mb
+
+    rows = mb._mask_builds("tiny", [512, 256], torch.device("cpu"), budget_s=1e-9)
+    assert [(r["side"], r["rules"]) for r in rows] == [(256, "inference"), (512, "inference"), (256, "training"),
+                                                       (512, "training")]
+    first = rows[0]
+    partial, full = sd.ScaleDiTLayout.for_image(256, 8, 4, 2).block_structure()
+    assert first["blocks"] == 3 and first["fast_partial"] == first["exact_partial"] == int(partial.sum()) / 9
+    assert first["fast_full"] == int(full.sum()) / 9 and first["identical"] is True
+    assert rows[1]["exact_skipped"].startswith("estimated ") and "exact_s" not in rows[1]
+    assert mb.main(["--masks", "--shape", "tiny", "--sides", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "Scale-DiT BlockMask build" in out and "tiny         256 inference     328      3" in out

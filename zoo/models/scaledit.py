@@ -214,7 +214,7 @@ def _group_blocks(t: dict[str, torch.Tensor], block: int) -> dict[int, _GroupBlo
         run = slice(int(rows[0]), int(rows[-1]) + 1)
         mine = groups[run] == g
         nblk = mine.shape[0]
-        vals = {name: col.view(-1, block)[run].long() for name, col in t.items() if name != "group"}
+        vals = {name: col.view(-1, block)[run] for name, col in t.items() if name != "group"}
         blocks = torch.arange(nblk, device=mine.device)[:, None].expand(nblk, block)
         key = torch.zeros_like(blocks)
         for bit, v in enumerate(vals.values()):  # split at the widest hole (gap > 1) between sorted member values
