@@ -479,13 +479,14 @@ class ScaleDiTLayout:
         full = every & some & ~pad[:, None] & ~pad[None, :]
         return some & ~full, full
 
-    def _refine(self, rule: _Tri, gq: int, q: _GroupBlocks, gk: int, k: _GroupBlocks, chunk: int = 1 << 16) -> _Tri:
+    def _refine(self, rule: _Tri, gq: int, q: _GroupBlocks, gk: int, k: _GroupBlocks, cells: int = 1 << 20) -> _Tri:
         """Re-decide the block pairs that whole-block ranges leave open (some, not every) part against part:
         a pair of blocks may hold an allowed pair if a pair of their parts may, and is full if every pair of parts
         is. Work: open pairs x parts^2 (parts are 1-4 per block on window-aligned layouts)."""
         shape = (q.real.shape[0], k.real.shape[0])
         some, every = rule.some.expand(shape).clone(), rule.every.expand(shape).clone()
         open_q, open_k = (some & ~every).nonzero(as_tuple=True)
+        chunk = max(1, cells // (q.real.shape[1] * k.real.shape[1]))  # part pairs per step: memory O(cells)
         for c in range(0, open_q.numel(), chunk):
             a, b = open_q[c:c + chunk], open_k[c:c + chunk]
             part = self.rules_on({"group": gq, **{n: _Range(r.lo[a, :, None], r.hi[a, :, None])
