@@ -9,6 +9,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
@@ -152,25 +154,99 @@ def test_flop_counter_path_equals_boolean_reference(either_tiny: sd.ScaleDiTTran
     assert macs["gmacs"] == pytest.approx(tiny.generation_workload()["step_gmacs"])
 
 
-def test_block_mask_structure_matches_rules() -> None:
-    """Full blocks are all-true and skipped blocks all-false in the dense mask (BLOCK 128 over 1,283 tokens)."""
-    layout = sd.ScaleDiTLayout(text=3, height=32, width=32, window=8, factor=2)
-    bm = layout.block_mask()
-    dense = layout.dense_mask()
+def _listed(num: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """A BlockMask's (count, indices) lists as a boolean [q blocks, kv blocks]."""
+    out = torch.zeros(num.shape[-1], idx.shape[-1], dtype=torch.bool)
+    for qb in range(num.shape[-1]):
+        out[qb, idx[0, 0, qb, : num[0, 0, qb]]] = True
+    return out
+
+
+def _materialise(bm: object) -> torch.Tensor:
+    """The token mask a BlockMask stands for over the padded sequence: its full blocks all true, its partial blocks
+    through its own mask_mod, every other block false."""
+    block = bm.BLOCK_SIZE[0]
+    full = _listed(bm.full_kv_num_blocks, bm.full_kv_indices)
+    part = _listed(bm.kv_num_blocks, bm.kv_indices)
+    n = full.shape[0] * block
+    q, k = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    grow = lambda m: m.repeat_interleave(block, 0).repeat_interleave(block, 1)  # noqa: E731
+    return grow(full) | (grow(part) & bm.mask_mod(0, 0, q, k))
+
+
+@pytest.mark.parametrize("lowres", [True, False])
+@pytest.mark.parametrize("text_attend", sd.TEXT_ATTEND)
+@pytest.mark.parametrize("rules", sd.RULES)
+@pytest.mark.parametrize(("shape", "block"), [((3, 32, 32, 8, 2), 128), ((8, 16, 16, 4, 2), 16), ((5, 8, 12, 4, 2), 8),
+                                              ((77, 32, 48, 16, 4), 128)])
+def test_block_mask_materialises_to_the_dense_mask(shape: tuple, block: int, rules: str, text_attend: str,
+                                                   lowres: bool) -> None:
+    """Full blocks, partial blocks through mask_mod, nothing elsewhere: exactly the rules' token mask, and padding
+    (up to the block size) is never allowed."""
+    layout = sd.ScaleDiTLayout(*shape, rules=rules, text_attend=text_attend, lowres=lowres)
+    mask = _materialise(layout.block_mask(block=block))
     n = layout.total
-    nb = -(-n // sd.BLOCK)
-    padded = torch.zeros(nb * sd.BLOCK, nb * sd.BLOCK, dtype=torch.bool)
-    padded[:n, :n] = dense
-    blocks = padded.view(nb, sd.BLOCK, nb, sd.BLOCK)
-    listed = torch.zeros(nb, nb, dtype=torch.bool)
-    for qb in range(nb):
-        full = bm.full_kv_indices[0, 0, qb, : bm.full_kv_num_blocks[0, 0, qb]]
-        part = bm.kv_indices[0, 0, qb, : bm.kv_num_blocks[0, 0, qb]]
-        assert all(bool(blocks[qb, :, kb].all()) for kb in full.tolist())
-        listed[qb, full] = True
-        listed[qb, part] = True
-    assert torch.equal(listed, blocks.any(dim=(1, 3)))
-    assert int(bm.kv_num_blocks.sum() + bm.full_kv_num_blocks.sum()) < nb * nb  # some blocks are skipped
+    assert torch.equal(mask[:n, :n], layout.dense_mask())
+    assert not mask[n:].any() and not mask[:, n:].any()
+
+
+def _bounds_exact(layout: sd.ScaleDiTLayout, block: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Block structure fast and exact; asserts partial | full covers the exact one and full is within exact full."""
+    partial, full = layout.block_structure(block=block)
+    ex_partial, ex_full = layout.block_structure(block=block, exact=True)
+    assert not (partial & full).any() and not (ex_partial & ex_full).any()
+    assert not ((ex_partial | ex_full) & ~(partial | full)).any(), "a block holding an allowed pair was dropped"
+    assert not (full & ~ex_full).any(), "a block with a disallowed pair was called full"
+    return partial | full, ex_partial | ex_full, full
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(text=st.integers(0, 40), window_factor=st.sampled_from([(2, 1), (2, 2), (4, 1), (4, 2), (4, 4), (8, 2),
+                                                               (8, 4), (8, 8)]),
+       windows=st.tuples(st.integers(1, 4), st.integers(1, 4)), block=st.sampled_from([8, 16, 32, 128]),
+       rules=st.sampled_from(sd.RULES), text_attend=st.sampled_from(sd.TEXT_ATTEND), lowres=st.booleans())
+def test_block_structure_bounds_the_exact_one(text: int, window_factor: tuple, windows: tuple, block: int, rules: str,
+                                              text_attend: str, lowres: bool) -> None:
+    """Drawn layouts, windows and blocks aligned or not: the fast structure never drops a block holding an allowed
+    pair and never calls a block full that is not (against the token-level reduction)."""
+    window, factor = window_factor
+    layout = sd.ScaleDiTLayout(text, windows[0] * window, windows[1] * window, window, factor, rules=rules,
+                               text_attend=text_attend, lowres=lowres)
+    _bounds_exact(layout, block)
+
+
+@pytest.mark.parametrize("lowres", [True, False])
+@pytest.mark.parametrize("text_attend", sd.TEXT_ATTEND)
+@pytest.mark.parametrize("rules", sd.RULES)
+@pytest.mark.parametrize(("shape", "block"), [((16, 16, 16, 4, 2), 16), ((128, 64, 32, 16, 4), 128),
+                                              ((16, 32, 16, 4, 2), 16)])
+def test_block_structure_is_exact_where_blocks_are_grid_rectangles(shape: tuple, block: int, rules: str,
+                                                                   text_attend: str, lowres: bool) -> None:
+    """Blocks aligned with the windows (as on FLUX: text a multiple of 128 tokens, 256-token windows, 128-token
+    blocks): a block's tokens of a group are a grid rectangle (split where a shifted window wraps round, the
+    training rules' holes), so value ranges decide each block pair exactly."""
+    layout = sd.ScaleDiTLayout(*shape, rules=rules, text_attend=text_attend, lowres=lowres)
+    fast, exact, full = _bounds_exact(layout, block)
+    assert torch.equal(fast, exact)
+    assert torch.equal(full, layout.block_structure(block=block, exact=True)[1])
+
+
+def test_block_structure_at_4096_px_touches_no_token_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 4096 px (70,144 tokens, 548 blocks) the structure comes from block ranges alone; it covers at least the
+    allowed pairs, its full blocks at most, text rows see all text and high-res blocks, low-res rows no text."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("token pairs evaluated")
+
+    layout = sd.ScaleDiTLayout.for_image(4096, 512)
+    monkeypatch.setattr(sd.ScaleDiTLayout, "allowed", refuse)
+    monkeypatch.setattr(sd.ScaleDiTLayout, "mask_rows", refuse)
+    partial, full = layout.block_structure()
+    text, hi = 512 // sd.BLOCK, 65_536 // sd.BLOCK
+    assert partial.shape == (text + hi + 4096 // sd.BLOCK,) * 2
+    assert int((partial | full).sum()) * sd.BLOCK ** 2 >= layout.pair_formula() >= int(full.sum()) * sd.BLOCK ** 2
+    assert full[:text, :text + hi].all() and not (partial | full)[:text, text + hi:].any()
+    assert not (partial | full)[text + hi:, :text + hi].any()
+    assert int((partial | full)[text + 100, text:text + hi].sum()) == 9  # a high-res block: 3 x 3 neighbour blocks
 
 
 # ------------------------------------------------------------------------------------------- timestep patch
@@ -472,3 +548,22 @@ def test_quality_evaluator_refuses_random_weights(tiny: sd.ScaleDiTTransformer, 
     with pytest.raises(TaskError, match=r"^generation quality needs real weights \(got random weights\)"):
         entry.fn(tiny, None, None, spec, EvalContext(device=torch.device("cpu")))
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------ microbench
+def test_microbench_mask_builds_fast_against_exact(capsys: pytest.CaptureFixture) -> None:
+    """``bench microbench scaledit --masks``: per side and rule set the block fractions of both builds, whether
+    they are identical, and the exact build skipped once its scaled estimate exceeds the budget."""
+    from glocal.benchmarks.microbench import scaledit as mb
+
+    rows = mb._mask_builds("tiny", [512, 256], torch.device("cpu"), budget_s=1e-9)
+    assert [(r["side"], r["rules"]) for r in rows] == [(256, "inference"), (512, "inference"), (256, "training"),
+                                                       (512, "training")]
+    first = rows[0]
+    partial, full = sd.ScaleDiTLayout.for_image(256, 8, 4, 2).block_structure()
+    assert first["blocks"] == 3 and first["fast_partial"] == first["exact_partial"] == int(partial.sum()) / 9
+    assert first["fast_full"] == int(full.sum()) / 9 and first["identical"] is True
+    assert rows[1]["exact_skipped"].startswith("estimated ") and "exact_s" not in rows[1]
+    assert mb.main(["--masks", "--shape", "tiny", "--sides", "256"]) == 0
+    out = capsys.readouterr().out
+    assert "Scale-DiT BlockMask build" in out and "tiny         256 inference     328      3" in out

@@ -126,6 +126,137 @@ def _band(n: int, r: int) -> int:
     return n * n if n <= r else n * (2 * r + 1) - r * (r + 1)
 
 
+class _Gather:
+    """The table columns at some positions, gathered when read: the token-level view :meth:`rules_on` reads."""
+
+    def __init__(self, t: dict[str, torch.Tensor], idx: torch.Tensor) -> None:
+        self.t, self.idx = t, idx
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.t[name][self.idx]
+
+
+@dataclass(frozen=True, eq=False)
+class _Tri:
+    """A rule over every query-key pair of block pairs: ``some`` (it may hold for a pair; never misses one) and
+    ``every`` (it surely holds for all pairs). ``&``, ``|`` and ``~`` keep both bounds sound; bools are constants."""
+
+    some: torch.Tensor
+    every: torch.Tensor
+
+    def __and__(self, o: _Tri | bool) -> _Tri | bool:
+        if isinstance(o, bool):
+            return self if o else False
+        return _Tri(self.some & o.some, self.every & o.every)
+
+    def __or__(self, o: _Tri | bool) -> _Tri | bool:
+        if isinstance(o, bool):
+            return True if o else self
+        return _Tri(self.some | o.some, self.every | o.every)
+
+    def __invert__(self) -> _Tri:
+        return _Tri(~self.every, ~self.some)
+
+    __rand__, __ror__ = __and__, __or__
+
+
+@dataclass(frozen=True, eq=False)
+class _Range:
+    """Integer intervals [lo, hi] (tensors) holding one table column of the tokens of blocks: interval arithmetic
+    for the operations :meth:`ScaleDiTLayout.rules_on` uses, comparisons giving a :class:`_Tri`."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    def view(self, *shape: int) -> _Range:
+        return _Range(self.lo.view(*shape), self.hi.view(*shape))
+
+    def __sub__(self, o: _Range) -> _Range:
+        return _Range(self.lo - o.hi, self.hi - o.lo)
+
+    def __add__(self, o: _Range) -> _Range:
+        return _Range(self.lo + o.lo, self.hi + o.hi)
+
+    def __floordiv__(self, c: int) -> _Range:  # c > 0: monotone
+        return _Range(self.lo // c, self.hi // c)
+
+    def abs(self) -> _Range:
+        return _Range(torch.maximum(self.lo, -self.hi).clamp(min=0), torch.maximum(self.lo.abs(), self.hi.abs()))
+
+    def __le__(self, c: int) -> _Tri:
+        return _Tri(self.lo <= c, self.hi <= c)
+
+    def __eq__(self, o: _Range | int) -> _Tri:  # type: ignore[override]
+        lo, hi = (o.lo, o.hi) if isinstance(o, _Range) else (o, o)
+        return _Tri((self.lo <= hi) & (lo <= self.hi), (self.lo == self.hi) & (lo == hi) & (self.lo == lo))
+
+    def __ne__(self, o: _Range | int) -> _Tri:  # type: ignore[override]
+        return ~(self == o)
+
+
+@dataclass(frozen=True)
+class _GroupBlocks:
+    """One token group's blocks: ``run`` (the blocks holding its tokens, one run as groups are contiguous), each
+    column's range over the group's tokens per block (``whole`` [blocks]), and the same per part (``parts``
+    [blocks, P], ``real`` [blocks, P] telling the parts that exist): a block's tokens split at the widest hole of
+    every column, so a part's columns have no holes (a shifted window that wraps round leaves one)."""
+
+    run: slice
+    whole: dict[str, _Range]
+    parts: dict[str, _Range]
+    real: torch.Tensor
+
+
+def _ranges(vals: dict[str, torch.Tensor], member: torch.Tensor, index: torch.Tensor, n: int) -> dict[str, _Range]:
+    """Per column, [min, max] over the member tokens of each of ``n`` cells (``index``: a token's cell)."""
+    idx = index[member]
+    out = {}
+    for name, v in vals.items():
+        lo = v.new_full((n,), torch.iinfo(v.dtype).max).scatter_reduce(0, idx, v[member], "amin")
+        hi = v.new_full((n,), torch.iinfo(v.dtype).min).scatter_reduce(0, idx, v[member], "amax")
+        out[name] = _Range(lo, hi)
+    return out
+
+
+def _group_blocks(t: dict[str, torch.Tensor], block: int) -> dict[int, _GroupBlocks]:
+    """:class:`_GroupBlocks` of the text, high-res and low-res tokens: O(L log block) work."""
+    groups = t["group"].view(-1, block)
+    out = {}
+    for g in range(_GROUP_PAD):
+        rows = (groups == g).any(1).nonzero().flatten()
+        if not rows.numel():
+            continue
+        run = slice(int(rows[0]), int(rows[-1]) + 1)
+        mine = groups[run] == g
+        nblk = mine.shape[0]
+        vals = {name: col.view(-1, block)[run] for name, col in t.items() if name != "group"}
+        blocks = torch.arange(nblk, device=mine.device)[:, None].expand(nblk, block)
+        key = torch.zeros_like(blocks)
+        for bit, v in enumerate(vals.values()):  # split at the widest hole (gap > 1) between sorted member values
+            ordered = v.masked_fill(~mine, torch.iinfo(v.dtype).max).sort(1).values
+            gaps = ordered.diff(dim=1).masked_fill(torch.arange(block - 1, device=v.device) >= mine.sum(1, True) - 1, 0)
+            widest, at = gaps.max(1)
+            cut = torch.where(widest > 1, ordered.gather(1, at[:, None] + 1)[:, 0], torch.iinfo(v.dtype).max)
+            key |= (v >= cut[:, None]).long() << bit
+        cells = 1 << len(vals)
+        real = torch.zeros(nblk * cells, dtype=torch.bool, device=mine.device)
+        real[(blocks * cells + key)[mine]] = True
+        parts = _ranges(vals, mine, blocks * cells + key, nblk * cells)
+        real = real.view(nblk, cells)
+        keep = torch.argsort((~real).to(torch.int8), dim=1, stable=True)[:, : int(real.sum(1).max())]
+        parts = {n: _Range(r.lo.view(nblk, cells).gather(1, keep), r.hi.view(nblk, cells).gather(1, keep))
+                 for n, r in parts.items()}
+        whole = _ranges(vals, mine, blocks, nblk)
+        out[g] = _GroupBlocks(run, whole, parts, real.gather(1, keep))
+    return out
+
+
+def _block_lists(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean [q blocks, kv blocks] -> FlexAttention's (count per row, kv indices listed first) [1, 1, ...]."""
+    order = torch.argsort((~flags).to(torch.int8), dim=-1, stable=True)
+    return flags.sum(-1).to(torch.int32)[None, None], order.to(torch.int32)[None, None]
+
+
 @dataclass(frozen=True)
 class ScaleDiTLayout:
     """The token layout ``[text | high-res | low-res]`` of one attention call and the rules that connect it.
@@ -257,7 +388,15 @@ class ScaleDiTLayout:
 
     def allowed(self, t: dict[str, torch.Tensor], q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Whether query positions ``q`` may attend to key positions ``k`` (broadcastable index tensors)."""
-        gq, gk = t["group"][q], t["group"][k]
+        return self.rules_on(_Gather(t, q), _Gather(t, k))
+
+    def rules_on(self, q: Any, k: Any) -> Any:
+        """The rules, read from the query and key columns ``q[name]``, ``k[name]`` (names of :meth:`tables`).
+
+        The one definition of the rules: on gathered tensors it is the token-level mask (:meth:`allowed`); on
+        per-block value ranges (:class:`_Range`, groups as ints) it bounds a block pair (:meth:`block_structure`).
+        """
+        gq, gk = q["group"], k["group"]
         text_q, hi_q, lo_q = gq == 0, gq == 1, gq == 2
         keys_of_text = (gk < 2) if self.text_attend == "limited" else (gk < _GROUP_PAD)
         ok = text_q & keys_of_text
@@ -266,20 +405,20 @@ class ScaleDiTLayout:
         lo_lo = lo_q & (gk == 2)
         if self.rules == "inference":
             r, rl = self.window // 2, self.lo_window // 2
-            near = ((t["y"][q] - t["y"][k]).abs() <= r) & ((t["x"][q] - t["x"][k]).abs() <= r)
-            near_lo = ((t["y"][q] - t["y"][k]).abs() <= rl) & ((t["x"][q] - t["x"][k]).abs() <= rl)
-            ok = ok | (hi_q & (gk == 0)) | (hi_hi & near) | (hi_lo & ((t["win"][q] - t["win"][k]).abs() <= 1))
+            dy, dx = (q["y"] - k["y"]).abs(), (q["x"] - k["x"]).abs()
+            near, near_lo = (dy <= r) & (dx <= r), (dy <= rl) & (dx <= rl)
+            ok = ok | (hi_q & (gk == 0)) | (hi_hi & near) | (hi_lo & ((q["win"] - k["win"]).abs() <= 1))
             return ok | (lo_lo & near_lo)
         area = self.window * self.window
-        shifted = (t["sy"][q] - t["sy"][k]).abs() + (t["sx"][q] - t["sx"][k]).abs() <= 1
+        shifted = (q["sy"] - k["sy"]).abs() + (q["sx"] - k["sx"]).abs() <= 1
         ok = ok | ((gq < _GROUP_PAD) & (gk == 0)) | (hi_hi & shifted)
         if self.n_lo <= area:
             return ok | hi_lo | lo_lo
         group_windows = math.ceil(self.windows / math.ceil(self.n_lo / area))
-        ok = ok | (hi_lo & (t["win"][q] // group_windows == t["seq"][k] // area))
+        ok = ok | (hi_lo & (q["win"] // group_windows == k["seq"] // area))
         last = (self.n_lo - 1) // area
-        same = t["seq"][q] // area == t["seq"][k] // area
-        return ok | (lo_lo & same & (t["seq"][q] // area != last))
+        same = q["seq"] // area == k["seq"] // area
+        return ok | (lo_lo & same & (q["seq"] // area != last))
 
     def mask_rows(self, chunk: int = BLOCK, device: torch.device | str = "cpu",
                   pad_to: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
@@ -326,12 +465,58 @@ class ScaleDiTLayout:
         """Pairs of dense attention over ``[text | high-res]`` at the same size (the baseline)."""
         return (self.text + self.n_hi) ** 2
 
-    def block_mask(self, device: torch.device | str = "cpu", block: int = BLOCK) -> Any:
-        """A FlexAttention ``BlockMask`` of the rules: block structure from chunked rows, exact mask_mod inside."""
-        from torch.nn.attention.flex_attention import BlockMask
+    def block_structure(self, device: torch.device | str = "cpu", block: int = BLOCK,
+                        exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(partial, full) over [query block, key block] of the padded sequence, from per-block value ranges of
+        the tables fed through the rules (:meth:`rules_on`): O(blocks^2) work and memory, never a token pair.
 
+        ``partial | full`` covers every block holding an allowed pair and ``full`` holds only blocks whose pairs are
+        all allowed (padding never is). Pairs the whole-block ranges leave open are re-decided on the blocks' parts
+        (:class:`_GroupBlocks`); the result is exact where every part is a grid rectangle (blocks aligned with the
+        windows, as on FLUX), else a few blocks too many are partial, never a wrong one. ``exact=True`` reduces the
+        token mask instead: O(L^2), the reference.
+        """
+        if exact:
+            return self._block_structure_exact(device, block)
         t = self.tables(device, pad_to=block)
         nb = t["group"].numel() // block
+        some = torch.zeros(nb, nb, dtype=torch.bool, device=device)
+        every = torch.ones_like(some)
+        groups = _group_blocks(t, block)
+        for gq, q in groups.items():
+            for gk, k in groups.items():
+                rule = self.rules_on({"group": gq, **{n: v.view(-1, 1) for n, v in q.whole.items()}},
+                                     {"group": gk, **{n: v.view(1, -1) for n, v in k.whole.items()}})
+                if isinstance(rule, _Tri):
+                    rule = self._refine(rule, gq, q, gk, k)
+                some[q.run, k.run] |= rule.some if isinstance(rule, _Tri) else rule
+                every[q.run, k.run] &= rule.every if isinstance(rule, _Tri) else rule
+        pad = (t["group"].view(nb, block) == _GROUP_PAD).any(1)
+        full = every & some & ~pad[:, None] & ~pad[None, :]
+        return some & ~full, full
+
+    def _refine(self, rule: _Tri, gq: int, q: _GroupBlocks, gk: int, k: _GroupBlocks, cells: int = 1 << 20) -> _Tri:
+        """Re-decide the block pairs that whole-block ranges leave open (some, not every) part against part:
+        a pair of blocks may hold an allowed pair if a pair of their parts may, and is full if every pair of parts
+        is. Work: open pairs x parts^2 (parts are 1-4 per block on window-aligned layouts)."""
+        shape = (q.real.shape[0], k.real.shape[0])
+        some, every = rule.some.expand(shape).clone(), rule.every.expand(shape).clone()
+        open_q, open_k = (some & ~every).nonzero(as_tuple=True)
+        chunk = max(1, cells // (q.real.shape[1] * k.real.shape[1]))  # part pairs per step: memory O(cells)
+        for c in range(0, open_q.numel(), chunk):
+            a, b = open_q[c:c + chunk], open_k[c:c + chunk]
+            part = self.rules_on({"group": gq, **{n: _Range(r.lo[a, :, None], r.hi[a, :, None])
+                                                  for n, r in q.parts.items()}},
+                                 {"group": gk, **{n: _Range(r.lo[b, None, :], r.hi[b, None, :])
+                                                  for n, r in k.parts.items()}})
+            real = q.real[a, :, None] & k.real[b, None, :]
+            some[a, b] = (part.some & real).flatten(1).any(1)
+            every[a, b] = (part.every | ~real).flatten(1).all(1)
+        return _Tri(some, every)
+
+    def _block_structure_exact(self, device: torch.device | str, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(partial, full) reduced from the token mask in row chunks: exact, O(L^2) (the reference for tests)."""
+        nb = -(-self.total // block)
         full = torch.zeros(nb, nb, dtype=torch.bool, device=device)
         partial = torch.zeros_like(full)
         rows_per_chunk = block * max(1, (1 << 22) // (block * nb * block))
@@ -341,18 +526,21 @@ class ScaleDiTLayout:
             i = q0 // block
             full[i:i + b.shape[0]] = all_
             partial[i:i + b.shape[0]] = any_ & ~all_
+        return partial, full
 
-        def as_indices(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            order = torch.argsort((~m).to(torch.int8), dim=-1, stable=True)
-            return m.sum(-1).to(torch.int32)[None, None], order.to(torch.int32)[None, None]
+    def block_mask(self, device: torch.device | str = "cpu", block: int = BLOCK, exact: bool = False) -> Any:
+        """A FlexAttention ``BlockMask`` of the rules: :meth:`block_structure`, the exact rules as mask_mod."""
+        from torch.nn.attention.flex_attention import BlockMask
 
+        t = self.tables(device, pad_to=block)
+        partial, full = self.block_structure(device, block, exact)
         layout = self
 
         def mask_mod(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
             return layout.allowed(t, q_idx, kv_idx)
 
-        kv_num, kv_idx = as_indices(partial)
-        full_num, full_idx = as_indices(full)
+        kv_num, kv_idx = _block_lists(partial)
+        full_num, full_idx = _block_lists(full)
         return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block, mask_mod=mask_mod,
                                         seq_lengths=(self.total, self.total))
 
