@@ -332,7 +332,7 @@ def _group_major_order(H: int, W: int, dilation: int) -> torch.Tensor:
 @_table_cache(maxsize=64)
 def _flex_layout(H: int, W: int, kernel_size: int, dilation: int, device: str) -> dict[str, Any]:
     """Token permutation, per-axis tables and the BlockMask for one (H, W, k, d) on one device."""
-    from torch.nn.attention.flex_attention import BlockMask
+    from glocal.zoo.layers.block_mask import block_mask_from_flags
 
     n = H * W
     perm = _group_major_order(H, W, dilation)
@@ -355,11 +355,6 @@ def _flex_layout(H: int, W: int, kernel_size: int, dilation: int, device: str) -
         full[:, -1] = False
     partial = (counts > 0) & ~full
 
-    def blocks(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        num = flags.sum(-1).to(torch.int32)
-        idx = torch.argsort((~flags).to(torch.int8), dim=-1, stable=True).to(torch.int32)
-        return num[None, None].to(device), idx[None, None].to(device)
-
     member_h, off_h = _axis_membership(H, kernel_size, dilation, device)
     member_w, off_w = _axis_membership(W, kernel_size, dilation, device)
     rows_d, cols_d = rows.to(device), cols.to(device)
@@ -367,10 +362,7 @@ def _flex_layout(H: int, W: int, kernel_size: int, dilation: int, device: str) -
     def mask_mod(b, h, q_idx, kv_idx):  # noqa: ANN001 - FlexAttention's index tensors
         return member_h[rows_d[q_idx], rows_d[kv_idx]] & member_w[cols_d[q_idx], cols_d[kv_idx]]
 
-    kv_num, kv_idx = blocks(partial)
-    full_num, full_idx = blocks(full)
-    block_mask = BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=FLEX_BLOCK,
-                                          mask_mod=mask_mod, seq_lengths=(n, n))
+    block_mask = block_mask_from_flags(partial, full, FLEX_BLOCK, mask_mod, n, device)
     return {"perm": perm.to(device), "rows": rows_d, "cols": cols_d, "off_h": off_h, "off_w": off_w,
             "block_mask": block_mask}
 

@@ -251,12 +251,6 @@ def _group_blocks(t: dict[str, torch.Tensor], block: int) -> dict[int, _GroupBlo
     return out
 
 
-def _block_lists(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean [q blocks, kv blocks] -> FlexAttention's (count per row, kv indices listed first) [1, 1, ...]."""
-    order = torch.argsort((~flags).to(torch.int8), dim=-1, stable=True)
-    return flags.sum(-1).to(torch.int32)[None, None], order.to(torch.int32)[None, None]
-
-
 @dataclass(frozen=True)
 class ScaleDiTLayout:
     """The token layout ``[text | high-res | low-res]`` of one attention call and the rules that connect it.
@@ -530,7 +524,7 @@ class ScaleDiTLayout:
 
     def block_mask(self, device: torch.device | str = "cpu", block: int = BLOCK, exact: bool = False) -> Any:
         """A FlexAttention ``BlockMask`` of the rules: :meth:`block_structure`, the exact rules as mask_mod."""
-        from torch.nn.attention.flex_attention import BlockMask
+        from glocal.zoo.layers.block_mask import block_mask_from_flags
 
         t = self.tables(device, pad_to=block)
         partial, full = self.block_structure(device, block, exact)
@@ -539,10 +533,7 @@ class ScaleDiTLayout:
         def mask_mod(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
             return layout.allowed(t, q_idx, kv_idx)
 
-        kv_num, kv_idx = _block_lists(partial)
-        full_num, full_idx = _block_lists(full)
-        return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block, mask_mod=mask_mod,
-                                        seq_lengths=(self.total, self.total))
+        return block_mask_from_flags(partial, full, block, mask_mod, self.total)
 
 
 def attention_macs(layout: ScaleDiTLayout, heads: int, head_dim: int, layers: int, dense: bool = False) -> int:
