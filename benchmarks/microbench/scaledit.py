@@ -36,8 +36,12 @@ from glocal.benchmarks.timing import StopRule, measure
 NAME = "scaledit"
 ATTENTIONS = ("scaledit", "dense-sdpa", "dense-flex")
 SHAPES = {"tiny": ("scaledit_tiny", {}), "flux1-dev": ("scaledit_flux1_dev", {}),
-          "flux1-dev-2blocks": ("scaledit_flux1_dev", {"num_layers": 1, "num_single_layers": 1})}
-DEFAULT_SIDES = {"tiny": (256, 512, 1024), "flux1-dev": (1024, 2048, 4096, 8192), "flux1-dev-2blocks": (1024, 2048)}
+          "flux1-dev-2blocks": ("scaledit_flux1_dev", {"num_layers": 1, "num_single_layers": 1}),
+          "flux2-tiny": ("scaledit_flux2_tiny", {}), "flux2-klein": ("scaledit_flux2_klein_9b", {}),
+          "flux2-klein-2blocks": ("scaledit_flux2_klein_9b", {"num_layers": 1, "num_single_layers": 1})}
+DEFAULT_SIDES = {"tiny": (256, 512, 1024), "flux1-dev": (1024, 2048, 4096, 8192), "flux1-dev-2blocks": (1024, 2048),
+                 "flux2-tiny": (256, 512, 1024), "flux2-klein": (1024, 2048, 4096, 8192),
+                 "flux2-klein-2blocks": (512, 1024)}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
